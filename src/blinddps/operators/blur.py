@@ -1,0 +1,307 @@
+"""Blur by FFT, exactly as the original's per-channel ``conv2d`` defines it.
+
+The original blurs each channel with ``conv2d(x_c, k, padding='same')``: zero padding,
+cross-correlation (no kernel flip), and PyTorch's placement of an even kernel (it pads
+``(k-1)//2`` before and ``k//2`` after). Per output pixel::
+
+    same:  y[i, j] = Σ_ab x[i + a - (kh-1)//2, j + b - (kw-1)//2] · k[a, b]   (x = 0 outside)
+    valid: y[i, j] = Σ_ab x[i + a, j + b] · k[a, b],   y smaller than x by k - 1
+
+Here both are linear convolutions (of x with the flipped kernel) computed by ``rfft2``
+on a grid just large enough that the cropped window is free of wrap-around, rounded up
+to a size with small prime factors; so the FFT result equals ``conv2d`` to rounding.
+
+Batching: ``x`` is (B, C, H, W); ``k`` is (B, 1, kh, kw) (one kernel per sample, shared
+by its channels), (B, C, kh, kw) (one per channel) or (1, 1, kh, kw) (broadcast).
+Kernels and images may be non-square, kernels odd or even.
+"""
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from ..transforms import KernelSimplex
+from .base import Operator, Unknown
+
+__all__ = [
+    "conv_same",
+    "conv_same_adjoint",
+    "conv_valid",
+    "conv_valid_adjoint",
+    "conv_same_direct",
+    "conv_valid_direct",
+    "kernel_least_squares",
+    "gaussian_kernel",
+    "BlindBlur",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@lru_cache(maxsize=512)
+def next_fast_len(n: int) -> int:
+    """The smallest m ≥ n whose prime factors are all 2, 3 or 5."""
+    m = max(int(n), 1)
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def _check_pair(x: torch.Tensor, k: torch.Tensor, what: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{what}: image must be (B, C, H, W), got shape {tuple(x.shape)}")
+    if k.dim() != 4:
+        raise ValueError(f"{what}: kernel must be (B, 1|C, kh, kw), got shape {tuple(k.shape)}")
+    bx, c = x.shape[:2]
+    bk, ck = k.shape[:2]
+    if bk not in (1, bx) and bx != 1:
+        raise ValueError(f"{what}: kernel batch {bk} does not match image batch {bx}")
+    if ck not in (1, c):
+        raise ValueError(f"{what}: kernel has {ck} channels, image has {c} (use 1 or {c})")
+
+
+def _check_fits(x: torch.Tensor, k: torch.Tensor, what: str) -> None:
+    if k.shape[-2] > x.shape[-2] or k.shape[-1] > x.shape[-1]:
+        raise ValueError(
+            f"{what}: kernel {tuple(k.shape[-2:])} is larger than the image {tuple(x.shape[-2:])}"
+        )
+
+
+def _fft_conv(x: torch.Tensor, w: torch.Tensor, start: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Window ``c[start : start + size]`` of the full linear convolution
+    ``c[n] = Σ_b x[n - b] w[b]`` (per spatial axis), batched and broadcast."""
+    dtype = torch.promote_types(x.dtype, w.dtype)
+    work = torch.float32 if dtype in _LOW_PRECISION else dtype
+    x, w = x.to(work), w.to(work)
+    (H, W), (kh, kw) = x.shape[-2:], w.shape[-2:]
+    (sh, sw), (oh, ow) = start, size
+    # no wrap-around into the window: n_max < N and c's support ends before start + N
+    nh = next_fast_len(max(sh + oh, H + kh - 1 - sh))
+    nw = next_fast_len(max(sw + ow, W + kw - 1 - sw))
+    X = torch.fft.rfft2(x, s=(nh, nw))
+    K = torch.fft.rfft2(w, s=(nh, nw))
+    c = torch.fft.irfft2(X * K, s=(nh, nw))
+    out = c[..., sh : sh + oh, sw : sw + ow]
+    return out.to(dtype) if dtype != work else out
+
+
+def conv_same(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``conv2d(x_c, k, padding='same')`` by FFT: zero padding,
+    cross-correlation, PyTorch's placement of even kernels. Output (B, C, H, W)."""
+    _check_pair(x, k, "conv_same")
+    _check_fits(x, k, "conv_same")
+    (H, W), (kh, kw) = x.shape[-2:], k.shape[-2:]
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    return _fft_conv(x, k.flip(-2, -1), (kh - 1 - pt, kw - 1 - pl), (H, W))
+
+
+def conv_same_adjoint(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The exact adjoint of :func:`conv_same` with respect to the image. With a kernel
+    shared by the channels (kernel channels 1), it acts per channel as well."""
+    _check_pair(y, k, "conv_same_adjoint")
+    _check_fits(y, k, "conv_same_adjoint")
+    (H, W), (kh, kw) = y.shape[-2:], k.shape[-2:]
+    return _fft_conv(y, k, ((kh - 1) // 2, (kw - 1) // 2), (H, W))
+
+
+def conv_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``conv2d(x_c, k)`` without padding by FFT: the output
+    (B, C, H - kh + 1, W - kw + 1) sees only pixels of ``x`` — the model of a photo
+    whose scene continues past its frame."""
+    _check_pair(x, k, "conv_valid")
+    _check_fits(x, k, "conv_valid")
+    (H, W), (kh, kw) = x.shape[-2:], k.shape[-2:]
+    return _fft_conv(x, k.flip(-2, -1), (kh - 1, kw - 1), (H - kh + 1, W - kw + 1))
+
+
+def conv_valid_adjoint(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The exact adjoint of :func:`conv_valid` (the full transposed correlation):
+    (B, C, h, w) → (B, C, h + kh - 1, w + kw - 1)."""
+    _check_pair(y, k, "conv_valid_adjoint")
+    (h, w), (kh, kw) = y.shape[-2:], k.shape[-2:]
+    return _fft_conv(y, k, (0, 0), (h + kh - 1, w + kw - 1))
+
+
+def _grouped(x: torch.Tensor, k: torch.Tensor, padding) -> torch.Tensor:
+    B = max(x.shape[0], k.shape[0])
+    C = x.shape[1]
+    kh, kw = k.shape[-2:]
+    xs = x.expand(B, -1, -1, -1).reshape(1, B * C, *x.shape[-2:])
+    ws = k.expand(B, C, kh, kw).reshape(B * C, 1, kh, kw)
+    with warnings.catch_warnings():  # PyTorch warns about even kernels with padding='same'
+        warnings.simplefilter("ignore", UserWarning)
+        out = F.conv2d(xs, ws.to(xs.dtype), padding=padding, groups=B * C)
+    return out.reshape(B, C, *out.shape[-2:])
+
+
+def conv_same_direct(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Reference for :func:`conv_same`: a grouped spatial ``conv2d(padding='same')``
+    (batch folded into the groups, so each sample has its own kernel)."""
+    _check_pair(x, k, "conv_same_direct")
+    return _grouped(x, k, "same")
+
+
+def conv_valid_direct(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Reference for :func:`conv_valid`: a grouped spatial ``conv2d`` without padding."""
+    _check_pair(x, k, "conv_valid_direct")
+    _check_fits(x, k, "conv_valid_direct")
+    return _grouped(x, k, 0)
+
+
+def gaussian_kernel(size: int | tuple[int, int], std: float, dtype=torch.float32, device=None) -> torch.Tensor:
+    """A centred isotropic Gaussian (1, 1, kh, kw) summing to 1 (centre at the pixel
+    ``conv_same`` treats as the origin for even sizes: (k-1)/2 between two pixels)."""
+    kh, kw = (size, size) if isinstance(size, int) else size
+    r = torch.arange(kh, dtype=dtype, device=device) - (kh - 1) / 2
+    c = torch.arange(kw, dtype=dtype, device=device) - (kw - 1) / 2
+    g = torch.exp(-(r[:, None] ** 2 + c[None, :] ** 2) / (2.0 * float(std) ** 2))
+    return (g / g.sum()).view(1, 1, kh, kw)
+
+
+def kernel_least_squares(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kernel_size: tuple[int, int],
+    mode: str = "same",
+    reg: float = 1e-3,
+    iters: int = 30,
+) -> torch.Tensor:
+    """The kernel (B, 1, kh, kw) minimising ‖y − blur(x, k)‖² + λ‖k‖² (λ = ``reg``·‖x‖²
+    per sample) by conjugate gradients, then clamped ≥ 0 and normalised to sum 1: a
+    data-driven kernel estimate given an image estimate (for EM-style updates)."""
+    blur = conv_same if mode == "same" else conv_valid
+    B = max(x.shape[0], y.shape[0])
+    x = x.detach().expand(B, -1, -1, -1)
+    y = y.detach().expand(B, -1, -1, -1)
+    kh, kw = kernel_size
+    lam = reg * x.flatten(1).pow(2).sum(1).clamp_min(1e-12).view(B, 1, 1, 1)
+
+    def normal(k: torch.Tensor, rhs: torch.Tensor | None = None) -> torch.Tensor:
+        # (AᵀA + λ) k, or Aᵀ rhs: A is linear in k, so the vjp is its exact adjoint
+        with torch.enable_grad():
+            kk = k.detach().requires_grad_(True)
+            out = blur(x, kk)
+            (g,) = torch.autograd.grad(out, kk, grad_outputs=out if rhs is None else rhs)
+        return g + lam * k if rhs is None else g
+
+    def dot(a, b):
+        return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
+
+    k = torch.zeros(B, 1, kh, kw, dtype=x.dtype, device=x.device)
+    r = normal(k, y)
+    p = r.clone()
+    rr = dot(r, r)
+    for _ in range(iters):
+        Ap = normal(p)
+        alpha = rr / dot(p, Ap).clamp_min(1e-30)
+        k = k + alpha * p
+        r = r - alpha * Ap
+        rr_new = dot(r, r)
+        p = r + (rr_new / rr.clamp_min(1e-30)) * p
+        rr = rr_new
+    k = k.clamp_min(0)
+    return k / k.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    kh, kw = (size, size) if isinstance(size, int) else tuple(size)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel size must be positive, got {(kh, kw)}")
+    return int(kh), int(kw)
+
+
+class _KernelBlur(Operator):
+    """What blur-type operators share: the ``kernel`` unknown, 'same'/'valid' modes and
+    their shapes. ``kernel_size`` is an int (square) or (kh, kw); ``channels``, if given,
+    is the number of image channels the operator accepts (None: any)."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], mode: str = "same", channels: int | None = None) -> None:
+        super().__init__()
+        if mode not in ("same", "valid"):
+            raise ValueError(f"mode must be 'same' or 'valid', got {mode!r}")
+        self.kernel_size = _pair(kernel_size)
+        self.mode = mode
+        self.channels = None if channels is None else int(channels)
+        self.declare(Unknown("kernel", (1, *self.kernel_size), KernelSimplex(), "blur kernel, sums to 1"))
+
+    # shapes ---------------------------------------------------------------
+    def image_shape(self, measurement_shape):
+        c, h, w = (int(s) for s in measurement_shape)
+        self._check_channels(c)
+        if self.mode == "valid":
+            kh, kw = self.kernel_size
+            return (c, h + kh - 1, w + kw - 1)
+        return (c, h, w)
+
+    def measurement_shape(self, image_shape):
+        """Per-sample measurement shape for an image of per-sample ``image_shape``."""
+        c, h, w = (int(s) for s in image_shape)
+        if self.mode == "valid":
+            kh, kw = self.kernel_size
+            return (c, h - kh + 1, w - kw + 1)
+        return (c, h, w)
+
+    def image_offset(self):
+        if self.mode == "valid":
+            kh, kw = self.kernel_size
+            return ((kh - 1) // 2, (kw - 1) // 2)
+        return (0, 0)
+
+    def _check_channels(self, c: int) -> None:
+        if self.channels is not None and c != self.channels:
+            raise ValueError(f"{type(self).__name__} expects {self.channels} image channels, got {c}")
+
+    # the model --------------------------------------------------------------
+    def _blur(self, x, kernel):
+        return conv_same(x, kernel) if self.mode == "same" else conv_valid(x, kernel)
+
+    def _blur_adjoint(self, y, kernel):
+        return conv_same_adjoint(y, kernel) if self.mode == "same" else conv_valid_adjoint(y, kernel)
+
+    # optional hooks ---------------------------------------------------------
+    def initial_value(self, name: str):
+        """Kernel: a centred Gaussian blob (std = size/16, at least 0.5 px)."""
+        if name == "kernel":
+            kh, kw = self.kernel_size
+            return gaussian_kernel((kh, kw), max(min(kh, kw) / 16.0, 0.5))
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kernel_size={self.kernel_size}, mode={self.mode!r})"
+
+
+class BlindBlur(_KernelBlur):
+    """Blind deblurring: ``y = k ⋆ x`` per channel, one unknown kernel per sample.
+
+    ``kernel_size`` is an int (square) or (kh, kw). ``mode='same'`` is the original's
+    model (zero padding, image and measurement the same size); ``mode='valid'`` is the
+    model of a real photo whose scene continues past the frame: the unknown image is
+    larger than the measurement by k − 1 (``image_shape``), no zeros enter, and
+    ``image_offset()`` says where the measurement's frame sits in it. ``channels``, if
+    given, is the number of image channels the operator accepts (None: any).
+
+    Unknown ``kernel``: shape (1, kh, kw), transform :class:`KernelSimplex`.
+    """
+
+    def forward(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        self._check_channels(x.shape[1])
+        self.check_params({"kernel": kernel}, batch=x.shape[0] if x.shape[0] > 1 else None)
+        return self._blur(x, kernel)
+
+    def adjoint(self, y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        self.check_params({"kernel": kernel})
+        return self._blur_adjoint(y, kernel)
+
+    def estimate(self, name: str, x: torch.Tensor, y: torch.Tensor, params: dict) -> torch.Tensor:
+        """Least-squares kernel given the image ``x`` (see :func:`kernel_least_squares`)."""
+        if name != "kernel":
+            raise ValueError(f"{type(self).__name__} offers no data estimate for {name!r}")
+        return kernel_least_squares(x, y, self.kernel_size, self.mode)
