@@ -106,6 +106,7 @@ def sample(
     method: str = "ddpm",
     eta: float = 1.0,
     loss_reduction: str = "sample",
+    loss: str = "norm",
     generator: Generators = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     trajectory_every: int = 0,
@@ -117,7 +118,10 @@ def sample(
     operator unknowns to estimate; unknowns in ``fixed`` (physical values) are held
     (non-blind DPS when every unknown is fixed). ``loss_reduction="batch"`` takes one
     norm over the whole batch as the original does; ``"sample"`` (default) one norm per
-    sample, so a batch gives the results of separate runs.
+    sample, so a batch gives the results of separate runs. ``loss="norm"`` is the
+    original's ‖r‖ (its gradient has unit size whatever the residual, so a step size
+    sets a residual floor); ``loss="squared"`` uses ½‖r‖², whose gradient shrinks as
+    the fit improves.
     """
     fixed = dict(fixed or {})
     if IMAGE not in variables:
@@ -128,6 +132,8 @@ def sample(
         raise ValueError(f"unknown {sorted(undecided)[0]!r} has neither a prior nor a fixed value")
     if loss_reduction not in ("sample", "batch"):
         raise ValueError("loss_reduction must be 'sample' or 'batch'")
+    if loss not in ("norm", "squared"):
+        raise ValueError("loss must be 'norm' or 'squared'")
     sched = _common_schedule(variables, schedule)
     n_steps = sched.num_steps
     B, device, dtype = y.shape[0], y.device, y.dtype
@@ -152,9 +158,10 @@ def sample(
             params = {n: p for n, p in phys.items() if n != IMAGE}
             params.update(fixed)
             r = (y - operator.forward(phys[IMAGE], **params)).flatten(1)
-            if loss_reduction == "sample":
-                per_sample = r.norm(dim=1)
-                total = per_sample.sum()
+            if loss == "squared":
+                total = 0.5 * r.pow(2).sum()
+            elif loss_reduction == "sample":
+                total = r.norm(dim=1).sum()
             else:
                 total = r.norm()
             for n, v in variables.items():

@@ -1,0 +1,198 @@
+"""The Python entry point: ``blinddps.solve(y, preset=..., **overrides)``."""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .presets import build_operator, build_variables, load_preset, merge
+from .sampling import IMAGE, sample
+
+
+@dataclass
+class Solution:
+    """A solved blind inverse problem.
+
+    ``image`` is (B, C, H, W) in [-1, 1] — the posterior mean over samples when
+    ``num_samples > 1`` — and ``image_std`` its per-pixel standard deviation.
+    ``params`` holds each estimated or fixed operator parameter in physical units
+    (a kernel sums to 1), of the first posterior sample.
+    """
+
+    image: torch.Tensor
+    params: dict[str, torch.Tensor]
+    residual_rms: torch.Tensor
+    settings: dict[str, Any]
+    timings: dict[str, float]
+    image_std: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
+    trajectory: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+def _seed_for(seed: int, index: int, sample: int) -> int:
+    return int(np.random.SeedSequence([seed, index, sample]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _pad_amount(size: int, multiple: int) -> int:
+    return (-size) % multiple
+
+
+def prior_multiple(variables) -> int:
+    """The factor the image size must be divisible by for the image prior's UNet."""
+    prior = variables[IMAGE].prior
+    model = getattr(prior, "model", None)
+    mult = getattr(model, "size_multiple", None)
+    if mult is not None:
+        return int(mult)
+    levels = len(getattr(model, "channel_mult", (1,))) if model is not None else 1
+    return 2 ** max(levels - 1, 0)
+
+
+def solve(
+    y: torch.Tensor | np.ndarray,
+    preset: str | dict = "motion_deblur",
+    *,
+    steps: int | str | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_samples: int = 1,
+    fixed: dict[str, torch.Tensor] | None = None,
+    models: dict[str, str] | None = None,
+    return_trajectory: int = 0,
+    amp: bool = False,
+    progress: bool = False,
+    callback=None,
+    **overrides: Any,
+) -> Solution:
+    """Solve ``y`` (B, C, H, W) or (C, H, W) in [-1, 1] with the preset's operator and priors.
+
+    ``steps`` respaces every prior; ``models`` replaces priors' networks by name
+    (``{"image": "path.safetensors"}``); ``fixed`` holds unknowns at given physical
+    values (non-blind); ``overrides`` deep-merge into the preset
+    (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
+    ``return_trajectory=N`` keeps the x̂0 estimates every N steps.
+    """
+    t0 = time.perf_counter()
+    cfg = load_preset(preset)
+    over: dict[str, Any] = dict(overrides)
+    if steps is not None:
+        over["steps"] = steps
+    if models:
+        over.setdefault("priors", {})
+        for name, path in models.items():
+            over["priors"].setdefault(name, {})["model"] = str(path)
+    cfg = merge(cfg, over)
+    if num_samples < 1:
+        raise ValueError("num_samples must be at least 1")
+
+    y = torch.as_tensor(y)
+    if y.dim() == 3:
+        y = y.unsqueeze(0)
+    if y.dim() != 4:
+        raise ValueError(f"measurement must be (B, C, H, W) or (C, H, W), got shape {tuple(y.shape)}")
+    device = torch.device(device)
+    y = y.to(device=device, dtype=torch.float32)
+    B, C, H, W = y.shape
+
+    operator = build_operator(cfg["operator"])
+    autocast = torch.bfloat16 if (amp and device.type == "cuda") else None
+    variables = build_variables(cfg, device=device, autocast_dtype=autocast, operator=operator)
+    if IMAGE not in variables:
+        raise ValueError("the preset has no prior for 'image'")
+    t_build = time.perf_counter()
+
+    # channel count the image prior expects
+    model = getattr(variables[IMAGE].prior, "model", None)
+    want_c = getattr(model, "in_channels", C)
+    y_in = y
+    if want_c != C:
+        if C == 1 and want_c == 3:
+            y_in = y.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"the image prior takes {want_c} channels, the measurement has {C}")
+
+    # pad so the image the prior sees has a size its UNet accepts
+    mult = prior_multiple(variables)
+    img_c, img_h, img_w = operator.image_shape(tuple(y_in.shape[1:]))
+    ph, pw = _pad_amount(img_h, mult), _pad_amount(img_w, mult)
+    if ph or pw:
+        mode = "reflect" if (ph < H and pw < W) else "replicate"
+        y_in = F.pad(y_in, (0, pw, 0, ph), mode=mode)
+
+    # every other prior must accept its variable's shape (e.g. the kernel size)
+    shapes = operator.unknown_shapes((img_c, img_h + ph, img_w + pw))
+    for name, var in variables.items():
+        net = getattr(var.prior, "model", None)
+        m = getattr(net, "size_multiple", None)
+        if name == IMAGE or m is None or name not in shapes:
+            continue
+        size = getattr(net, "image_size", None)
+        hw = tuple(shapes[name][-2:])
+        if any(s % m for s in hw) or (size and hw != (size, size)):
+            raise ValueError(
+                f"the {name} prior was trained on {size}x{size} values but the operator's {name} is "
+                f"{hw[0]}x{hw[1]}; use a matching size or a flat prior (model: flat)"
+            )
+
+    # one batch entry per (measurement, posterior sample)
+    y_rep = y_in.repeat_interleave(num_samples, dim=0)
+    generators = [
+        torch.Generator().manual_seed(_seed_for(seed, b, j)) for b in range(B) for j in range(num_samples)
+    ]
+    fixed_rep = {k: torch.as_tensor(v, device=device, dtype=torch.float32) for k, v in (fixed or {}).items()}
+    fixed_rep = {k: (v.repeat_interleave(num_samples, 0) if v.shape[0] == B and B > 1 else v) for k, v in fixed_rep.items()}
+    for k in fixed_rep:
+        variables.pop(k, None)
+
+    result = sample(
+        operator,
+        y_rep,
+        variables,
+        fixed=fixed_rep,
+        method=cfg.get("method", "ddpm"),
+        eta=float(cfg.get("eta", 1.0)),
+        loss_reduction=cfg.get("loss_reduction", "sample"),
+        loss=cfg.get("loss", "norm"),
+        generator=generators,
+        callback=callback,
+        trajectory_every=return_trajectory,
+        progress=progress,
+    )
+
+    # crop back to the measurement's frame
+    offset = getattr(operator, "image_offset", lambda: (0, 0))()
+    img = result.estimates[IMAGE][..., offset[0] : offset[0] + H, offset[1] : offset[1] + W]
+    if img.shape[1] != C:
+        img = img.mean(dim=1, keepdim=True)
+    img = img.reshape(B, num_samples, C, H, W)
+    params = {k: v.reshape(B, num_samples, *v.shape[1:])[:, 0] for k, v in result.estimates.items() if k != IMAGE}
+    for k, v in fixed_rep.items():
+        params[k] = v
+    t_end = time.perf_counter()
+    settings = {
+        "preset": cfg.get("name"),
+        "config": cfg,
+        "seed": seed,
+        "num_samples": num_samples,
+        "device": str(device),
+        "amp": bool(autocast),
+        "padded_to": [img_h + ph, img_w + pw],
+        "versions": {"blinddps": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    return Solution(
+        image=img.mean(1),
+        params=params,
+        residual_rms=result.residual_rms.reshape(B, num_samples).mean(1).cpu(),
+        settings=settings,
+        timings={"build_s": t_build - t0, "sample_s": result.seconds, "total_s": t_end - t0,
+                 "steps": result.steps},
+        image_std=img.std(1, unbiased=False) if num_samples > 1 else None,
+        samples=img if num_samples > 1 else None,
+        trajectory=result.trajectory,
+    )

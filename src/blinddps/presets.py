@@ -1,0 +1,166 @@
+"""Task presets: YAML files in ``configs/`` that say which operator, which priors and
+which sampler settings a task uses. Flags and keyword arguments override them.
+
+The one place where a preset turns into objects: operators and priors are built here,
+and handed to the sampler, which never reads a preset.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .diffusion import DiffusionSchedule
+from .priors import DiffusionPrior, FlatPrior, Prior
+from .sampling import Regularizer, StepRule, Variable
+from .transforms import build_transform
+
+PRESET_DIRS_ENV = "BLINDDPS_CONFIGS"
+_REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+class PresetError(ValueError):
+    """A preset that cannot be found or makes no sense (one-line message)."""
+
+
+def preset_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get(PRESET_DIRS_ENV, "").split(os.pathsep) if p]
+    return dirs + [_REPO_CONFIGS]
+
+
+def list_presets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.yaml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def load_preset(name_or_path: str | Path | dict) -> dict[str, Any]:
+    """A preset as a dict, from a name in ``configs/``, a YAML path, or a dict."""
+    if isinstance(name_or_path, dict):
+        return copy.deepcopy(name_or_path)
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        known = list_presets()
+        if str(name_or_path) not in known:
+            raise PresetError(
+                f"unknown preset {str(name_or_path)!r}; known presets: {', '.join(sorted(known)) or 'none'}"
+            )
+        path = known[str(name_or_path)]
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PresetError(f"cannot read preset {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict) or "operator" not in data or "priors" not in data:
+        raise PresetError(f"preset {path} must be a mapping with 'operator' and 'priors'")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Deep-merge ``overrides`` into a copy of ``base`` (None values are ignored)."""
+    out = copy.deepcopy(base)
+    for key, val in overrides.items():
+        if val is None:
+            continue
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+# --------------------------------------------------------------------------- operators
+def build_operator(spec: dict) -> Any:
+    from .operators.blur import BlindBlur
+    from .operators.turbulence import Turbulence
+
+    table = {"blind_blur": BlindBlur, "turbulence": Turbulence}
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in table:
+        raise PresetError(f"unknown operator {name!r}; choose one of {', '.join(sorted(table))}")
+    try:
+        return table[name](**spec)
+    except TypeError as exc:
+        raise PresetError(f"bad settings for operator {name!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- models
+def load_prior_model(spec: str | Path, config: dict | None = None) -> torch.nn.Module:
+    """A prior's network from ``shipped:NAME``, ``published:NAME`` or a file path."""
+    from .models import checkpoints as ck
+    from .models.wrappers import load_saved
+
+    spec = str(spec)
+    if spec.startswith("shipped:"):
+        name = spec.split(":", 1)[1]
+        path = ck.SHIPPED_DIR / f"{name}.safetensors"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in ck.list_shipped())
+            raise PresetError(f"no shipped prior named {name!r}; shipped: {', '.join(shipped) or 'none'}")
+        return load_saved(path)
+    if spec.startswith("published:"):
+        name = spec.split(":", 1)[1]
+        if name not in ck.KNOWN_CHECKPOINTS:
+            raise PresetError(f"unknown published checkpoint {name!r}; known: {', '.join(ck.KNOWN_CHECKPOINTS)}")
+        info = ck.KNOWN_CHECKPOINTS[name]
+        return ck.load_model(ck.find_checkpoint(info.filename), info.config)
+    path = Path(spec).expanduser()
+    if path.suffix == ".safetensors" and path.with_suffix(".yaml").is_file() and config is None:
+        return load_saved(path)
+    if config is None:
+        raise PresetError(f"model {spec}: give its config (a YAML beside a .safetensors, or `config:` in the preset)")
+    return ck.load_model(ck.find_checkpoint(str(path)), config)
+
+
+def build_variables(
+    preset: dict,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    autocast_dtype: torch.dtype | None = None,
+    operator: Any = None,
+) -> dict[str, Variable]:
+    """The sampler's variables (image and unknowns) from a preset's ``priors``."""
+    steps = preset.get("steps", 1000)
+    sched = DiffusionSchedule.create(
+        steps,
+        noise_schedule=preset.get("noise_schedule", "linear"),
+        num_timesteps=preset.get("num_timesteps", 1000),
+    )
+    variables: dict[str, Variable] = {}
+    for name, spec in preset["priors"].items():
+        if spec is None or spec.get("fixed"):
+            continue
+        transform = build_transform(spec.get("transform", "identity"))
+        model_spec = spec.get("model", "flat")
+        prior: Prior
+        if model_spec == "flat":
+            prior = FlatPrior(transform)
+        else:
+            model = load_prior_model(model_spec, spec.get("config")).to(device=device, dtype=dtype)
+            prior = DiffusionPrior(model, sched, transform, clip=spec.get("clip", True),
+                                   autocast_dtype=autocast_dtype, name=str(model_spec))
+        step = spec.get("step", {}) or {}
+        reg = spec.get("regularizer")
+        init = None
+        if model_spec == "flat" and operator is not None and hasattr(operator, "initial_value"):
+            init = operator.initial_value(name)
+        try:
+            variables[name] = Variable(
+                prior=prior,
+                step=StepRule(step.get("rule", "original"), float(step.get("scale", 1.0))),
+                regularizer=Regularizer(**reg) if reg else None,
+                init=init,
+                data_weight=float(spec.get("data_weight", 0.0)),
+                data_start=float(spec.get("data_start", 1.0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PresetError(f"prior {name!r}: {exc}") from None
+    return variables

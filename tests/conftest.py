@@ -1,0 +1,5 @@
+"""Shared test settings: one intra-op thread (tiny tensors run faster so, and the suite
+does not fight other processes for the cores)."""
+import torch
+
+torch.set_num_threads(1)
