@@ -74,6 +74,7 @@ def test_official_turbulence(official):
     "hw,khw",
     [((16, 16), (5, 5)), ((17, 23), (4, 6)), ((20, 13), (7, 2)), ((12, 18), (12, 1)), ((9, 9), (9, 9))],
 )
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 def test_conv_same_matches_conv2d_per_sample_kernels(hw, khw):
     x = _rand(2, 3, *hw, seed=1)
     k = _kernels(2, *khw, seed=2)
@@ -259,13 +260,13 @@ def test_user_defined_operator():
 
 
 def test_kernel_least_squares_recovers_kernel():
-    x = _rand(2, 3, 40, 40, seed=34)
-    k = torch.cat([gaussian_kernel(7, 1.2), _kernels(1, 7, 7, seed=35)])
+    x = _rand(2, 2, 24, 24, seed=34)
+    k = torch.cat([gaussian_kernel(5, 1.0), _kernels(1, 5, 5, seed=35)])
     y = conv_same(x, k)
-    est = kernel_least_squares(x, y, (7, 7), reg=1e-6, iters=60)
+    est = kernel_least_squares(x, y, (5, 5), reg=1e-6, iters=30)
     torch.testing.assert_close(est, k, atol=2e-3, rtol=0)
-    est = BlindBlur(7).estimate("kernel", x, y, {})
-    assert est.shape == (2, 1, 7, 7) and torch.allclose(est.flatten(1).sum(1), torch.ones(2))
+    est = BlindBlur(5).estimate("kernel", x, y, {})
+    assert est.shape == (2, 1, 5, 5) and torch.allclose(est.flatten(1).sum(1), torch.ones(2))
 
 
 # --------------------------------------------------------------------------- noise

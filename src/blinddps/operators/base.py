@@ -135,6 +135,11 @@ class Operator(ABC):
         per-sample shape ``measurement_shape`` (the same by default)."""
         return tuple(int(s) for s in measurement_shape)
 
+    def measurement_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample shape of the measurement of an image of per-sample ``image_shape``
+        (the inverse of :meth:`image_shape`; the same by default)."""
+        return tuple(int(s) for s in image_shape)
+
     def image_offset(self) -> tuple[int, int]:
         """(row, column) of the measurement's top-left pixel inside the image."""
         return (0, 0)

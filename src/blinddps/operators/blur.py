@@ -17,7 +17,6 @@ Kernels and images may be non-square, kernels odd or even.
 """
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import torch
@@ -104,8 +103,8 @@ def conv_same(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def conv_same_adjoint(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The exact adjoint of :func:`conv_same` with respect to the image. With a kernel
-    shared by the channels (kernel channels 1), it acts per channel as well."""
+    """The exact adjoint of :func:`conv_same` with respect to the image (a per-channel
+    convolution with the unflipped kernel, same batching rules)."""
     _check_pair(y, k, "conv_same_adjoint")
     _check_fits(y, k, "conv_same_adjoint")
     (H, W), (kh, kw) = y.shape[-2:], k.shape[-2:]
@@ -130,30 +129,37 @@ def conv_valid_adjoint(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return _fft_conv(y, k, (0, 0), (h + kh - 1, w + kw - 1))
 
 
-def _grouped(x: torch.Tensor, k: torch.Tensor, padding) -> torch.Tensor:
+def _grouped(x: torch.Tensor, k: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Per-sample, per-channel cross-correlation by one grouped spatial ``conv2d`` (batch
+    folded into the groups), after zero padding ``pad`` = (left, right, top, bottom)."""
     B = max(x.shape[0], k.shape[0])
     C = x.shape[1]
     kh, kw = k.shape[-2:]
-    xs = x.expand(B, -1, -1, -1).reshape(1, B * C, *x.shape[-2:])
+    xs = x.expand(B, -1, -1, -1)
+    if any(pad):
+        # explicit padding then an unpadded conv2d: the same sums as padding='same', but
+        # on PyTorch's fast (oneDNN) path; conv2d's own padding falls back to a slow one
+        xs = F.pad(xs, pad)
+    xs = xs.reshape(1, B * C, *xs.shape[-2:])
     ws = k.expand(B, C, kh, kw).reshape(B * C, 1, kh, kw)
-    with warnings.catch_warnings():  # PyTorch warns about even kernels with padding='same'
-        warnings.simplefilter("ignore", UserWarning)
-        out = F.conv2d(xs, ws.to(xs.dtype), padding=padding, groups=B * C)
+    out = F.conv2d(xs, ws.to(xs.dtype), groups=B * C)
     return out.reshape(B, C, *out.shape[-2:])
 
 
 def conv_same_direct(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Reference for :func:`conv_same`: a grouped spatial ``conv2d(padding='same')``
-    (batch folded into the groups, so each sample has its own kernel)."""
+    """Reference for :func:`conv_same`: a grouped spatial ``conv2d`` equal to
+    ``conv2d(padding='same')`` (PyTorch's placement of even kernels: (k-1)//2 zeros
+    before, k//2 after), batch folded into the groups so each sample has its own kernel."""
     _check_pair(x, k, "conv_same_direct")
-    return _grouped(x, k, "same")
+    kh, kw = k.shape[-2:]
+    return _grouped(x, k, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2))
 
 
 def conv_valid_direct(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Reference for :func:`conv_valid`: a grouped spatial ``conv2d`` without padding."""
     _check_pair(x, k, "conv_valid_direct")
     _check_fits(x, k, "conv_valid_direct")
-    return _grouped(x, k, 0)
+    return _grouped(x, k, (0, 0, 0, 0))
 
 
 def gaussian_kernel(size: int | tuple[int, int], std: float, dtype=torch.float32, device=None) -> torch.Tensor:
