@@ -112,3 +112,26 @@ def test_shipped_presets_parse():
     for name in ("motion_deblur", "paper_motion_ffhq", "paper_gaussian_ffhq", "paper_turbulence_ffhq"):
         cfg = load_preset(name)
         assert "image" in cfg["priors"] and cfg["operator"]["name"] in ("blind_blur", "turbulence")
+
+
+def test_reference_mode_matches_default_on_batch_one(tiny_models):
+    """Batch 1: the original's choices (spatial conv2d, batch norm) compute the same
+    function as our FFT/per-sample path."""
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    ours = solve(y, preset(tiny_models), seed=2)
+    ref = solve(y, preset(tiny_models), seed=2, reference=True)
+    assert ref.settings["reference"] and ref.settings["config"]["operator"]["backend"] == "direct"
+    torch.testing.assert_close(ours.image, ref.image, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours.params["kernel"], ref.params["kernel"], atol=1e-4, rtol=0)
+
+
+def test_runtime_options_keep_results(tiny_models):
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    base = solve(y, preset(tiny_models), seed=4)
+    p = preset(tiny_models)
+    p["runtime"] = {"channels_last": True, "gradient_checkpointing": True}
+    fast = solve(y, p, seed=4)
+    torch.testing.assert_close(base.image, fast.image, atol=1e-4, rtol=0)
+    p["runtime"] = {"bogus": True}
+    with pytest.raises(PresetError, match="runtime option"):
+        solve(y, p)

@@ -66,6 +66,7 @@ def solve(
     models: dict[str, str] | None = None,
     return_trajectory: int = 0,
     amp: bool = False,
+    reference: bool = False,
     progress: bool = False,
     callback=None,
     **overrides: Any,
@@ -77,7 +78,28 @@ def solve(
     values (non-blind); ``overrides`` deep-merge into the preset
     (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
     ``return_trajectory=N`` keeps the x̂0 estimates every N steps.
+    ``reference=True`` runs the original implementation's choices for comparison: the
+    spatial ``conv2d`` blur, one residual norm over the batch, the ζ_t = √ᾱ_t rule,
+    fp32, and one measurement at a time (batch 1).
     """
+    if reference:
+        y = torch.as_tensor(y)
+        y = y.unsqueeze(0) if y.dim() == 3 else y
+        ref = dict(operator={"backend": "direct"}, loss_reduction="batch", loss="norm")
+        parts = [
+            solve(y[b : b + 1], preset, steps=steps, seed=seed, device=device, num_samples=1,
+                  fixed={k: v[b : b + 1] if torch.as_tensor(v).shape[0] > 1 else v for k, v in (fixed or {}).items()},
+                  models=models, return_trajectory=return_trajectory, amp=False, progress=progress,
+                  callback=callback, **merge(overrides, ref))
+            for b in range(y.shape[0])
+        ]
+        first = parts[0]
+        first.image = torch.cat([p.image for p in parts])
+        first.params = {k: torch.cat([p.params[k] for p in parts]) for k in first.params}
+        first.residual_rms = torch.cat([p.residual_rms for p in parts])
+        first.timings = {k: sum(p.timings[k] for p in parts) if k != "steps" else v for k, v in first.timings.items()}
+        first.settings["reference"] = True
+        return first
     t0 = time.perf_counter()
     cfg = load_preset(preset)
     over: dict[str, Any] = dict(overrides)

@@ -229,10 +229,19 @@ class _KernelBlur(Operator):
     their shapes. ``kernel_size`` is an int (square) or (kh, kw); ``channels``, if given,
     is the number of image channels the operator accepts (None: any)."""
 
-    def __init__(self, kernel_size: int | tuple[int, int], mode: str = "same", channels: int | None = None) -> None:
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        mode: str = "same",
+        channels: int | None = None,
+        backend: str = "fft",
+    ) -> None:
         super().__init__()
         if mode not in ("same", "valid"):
             raise ValueError(f"mode must be 'same' or 'valid', got {mode!r}")
+        if backend not in ("fft", "direct"):
+            raise ValueError(f"backend must be 'fft' or 'direct', got {backend!r}")
+        self.backend = backend
         self.kernel_size = _pair(kernel_size)
         self.mode = mode
         self.channels = None if channels is None else int(channels)
@@ -267,6 +276,8 @@ class _KernelBlur(Operator):
 
     # the model --------------------------------------------------------------
     def _blur(self, x, kernel):
+        if self.backend == "direct":  # the original's spatial conv2d (reference mode)
+            return conv_same_direct(x, kernel) if self.mode == "same" else conv_valid_direct(x, kernel)
         return conv_same(x, kernel) if self.mode == "same" else conv_valid(x, kernel)
 
     def _blur_adjoint(self, y, kernel):

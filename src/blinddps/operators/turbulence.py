@@ -90,8 +90,9 @@ class Turbulence(_KernelBlur):
         tilt_scale: float = 2.5,
         mode: str = "same",
         channels: int | None = None,
+        backend: str = "fft",
     ) -> None:
-        super().__init__(kernel_size, mode=mode, channels=channels)
+        super().__init__(kernel_size, mode=mode, channels=channels, backend=backend)
         self.tilt_scale = float(tilt_scale)
         self.declare(
             Unknown("tilt", (2, -1, -1), Scale(self.tilt_scale), "pixel displacements: channel 0 width, 1 height")
