@@ -196,6 +196,11 @@ def test_tilt_source_is_seeded_and_in_range():
     assert a.shape == (3, 2, 16, 16)
     torch.testing.assert_close(a, b)
     assert a.abs().max() <= 1.0 and a.std() > 0.1
+    crops = TiltSource(16, map_size=48, generator=2, method="fast", num_patches=40).sample(4)
+    assert crops.shape == (4, 2, 16, 16) and crops.abs().max() <= 1.0
+    torch.testing.assert_close(crops, TiltSource(16, map_size=48, generator=2, method="fast", num_patches=40).sample(4))
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        TiltSource(16, map_size=8)
 
 
 def _write_images(folder: Path) -> None:

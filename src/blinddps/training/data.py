@@ -128,13 +128,22 @@ class KernelSource(BatchSource):
 
 class TiltSource(BatchSource):
     """Turbulence tilt maps ``(n, 2, height, width)`` (pixels) divided by ``scale``
-    (2.5: the simulator's clip) so that they lie in [-1, 1]."""
+    (2.5: the simulator's clip) so that they lie in [-1, 1].
+
+    ``map_size`` (an int or ``(H, W)``): draw maps of that size and keep a random
+    ``height × width`` window of each. The tilt statistics depend on the map size (a
+    fixed number of 64×64 patches is spread over the map), so to learn the paper's
+    256×256 statistics with a small fully convolutional prior use ``map_size=256``.
+    Other keywords go to :func:`blinddps.simulate.tilt.tilt_maps` (``num_patches``,
+    ``method='fast'`` …).
+    """
 
     def __init__(
         self,
         height: int = 64,
         width: int | None = None,
         scale: float = 2.5,
+        map_size: int | Sequence[int] | None = None,
         generator: torch.Generator | int | None = None,
         **tilt_options: Any,
     ) -> None:
@@ -142,6 +151,14 @@ class TiltSource(BatchSource):
         self.width = int(width if width is not None else height)
         self.channels = 2
         self.scale = float(scale)
+        if map_size is None:
+            self.map_size = (self.height, self.width)
+        elif isinstance(map_size, (int, float)):
+            self.map_size = (int(map_size), int(map_size))
+        else:
+            self.map_size = tuple(int(v) for v in map_size)  # type: ignore[assignment]
+        if self.map_size[0] < self.height or self.map_size[1] < self.width:
+            raise ValueError(f"map_size {self.map_size} is smaller than the crop {self.height}x{self.width}")
         self.tilt_options = dict(tilt_options)
         self.generator = _generator(generator)
         self.transform = Scale(self.scale)
@@ -149,13 +166,19 @@ class TiltSource(BatchSource):
     def physical(self, n: int) -> torch.Tensor:
         from ..simulate.tilt import tilt_maps
 
-        return tilt_maps(n, self.height, self.width, generator=self.generator, **self.tilt_options)
+        mh, mw = self.map_size
+        maps = tilt_maps(n, mh, mw, generator=self.generator, **self.tilt_options)
+        if (mh, mw) == (self.height, self.width):
+            return maps
+        ys = torch.randint(0, mh - self.height + 1, (n,), generator=self.generator).tolist()
+        xs = torch.randint(0, mw - self.width + 1, (n,), generator=self.generator).tolist()
+        return torch.stack([m[:, y : y + self.height, x : x + self.width] for m, y, x in zip(maps, ys, xs)])
 
     def sample(self, n: int) -> torch.Tensor:
         return self.transform.from_physical(self.physical(n)).float().clamp(-1, 1)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "scale": self.scale, **self.tilt_options,
+        return {**super().describe(), "scale": self.scale, "map_size": list(self.map_size), **self.tilt_options,
                 "transform": {"name": "scale", "scale": self.scale}}
 
 

@@ -211,11 +211,13 @@ def ddpm_sample(
 
 
 # ---------------------------------------------------------------------------- pictures
-def to_display(x: torch.Tensor, task: str) -> torch.Tensor:
+def to_display(x: torch.Tensor, task: str, tilt_gain: float = 2.5) -> torch.Tensor:
     """(B, C, H, W) diffusion-space tensor → (B, 3, H, W) in [0, 1] for a picture.
 
     Kernels: (x+1)/2, each scaled to its maximum, shown bright on black; tilt maps:
-    horizontal shift in red, vertical in green (0.5 = no shift); images: (x+1)/2.
+    horizontal shift in red, vertical in green, ``0.5 + 0.5·clip(tilt_gain·x)`` (with
+    the Scale(2.5) transform and the default gain, ±1 px is full scale; grey = no
+    shift); images: (x+1)/2.
     """
     x = x.detach().float().cpu()
     if task == "kernel":
@@ -223,7 +225,7 @@ def to_display(x: torch.Tensor, task: str) -> torch.Tensor:
         k = k / k.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1, 1)
         return k.expand(-1, 3, -1, -1)
     if task == "tilt":
-        r, g = ((x[:, :2] + 1) / 2).clamp(0, 1).unbind(1)
+        r, g = (0.5 + 0.5 * (tilt_gain * x[:, :2]).clamp(-1, 1)).unbind(1)
         return torch.stack([r, g, torch.full_like(r, 0.5)], 1)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
