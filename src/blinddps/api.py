@@ -85,7 +85,7 @@ def solve(
     if reference:
         y = torch.as_tensor(y)
         y = y.unsqueeze(0) if y.dim() == 3 else y
-        ref = dict(operator={"backend": "direct"}, loss_reduction="batch", loss="norm")
+        ref = dict(operator={"backend": "direct"}, loss_reduction="batch", loss="norm", result="update")
         parts = [
             solve(y[b : b + 1], preset, steps=steps, seed=seed, device=device, num_samples=1,
                   fixed={k: v[b : b + 1] if torch.as_tensor(v).shape[0] > 1 else v for k, v in (fixed or {}).items()},
@@ -181,6 +181,7 @@ def solve(
         eta=float(cfg.get("eta", 1.0)),
         loss_reduction=cfg.get("loss_reduction", "sample"),
         loss=cfg.get("loss", "norm"),
+        result=cfg.get("result", "x0"),
         generator=generators,
         callback=callback,
         trajectory_every=return_trajectory,

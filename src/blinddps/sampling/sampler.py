@@ -107,6 +107,7 @@ def sample(
     eta: float = 1.0,
     loss_reduction: str = "sample",
     loss: str = "norm",
+    result: str = "x0",
     generator: Generators = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     trajectory_every: int = 0,
@@ -121,7 +122,10 @@ def sample(
     sample, so a batch gives the results of separate runs. ``loss="norm"`` is the
     original's ‖r‖ (its gradient has unit size whatever the residual, so a step size
     sets a residual floor); ``loss="squared"`` uses ½‖r‖², whose gradient shrinks as
-    the fit improves.
+    the fit improves. ``result="x0"`` returns the last step's denoised estimates x̂0
+    (each measured against y in the last step); ``result="update"`` returns them after
+    the last gradient step, as the original does — with a large last step size that
+    can overshoot the fit it had.
     """
     fixed = dict(fixed or {})
     if IMAGE not in variables:
@@ -134,6 +138,8 @@ def sample(
         raise ValueError("loss_reduction must be 'sample' or 'batch'")
     if loss not in ("norm", "squared"):
         raise ValueError("loss must be 'norm' or 'squared'")
+    if result not in ("x0", "update"):
+        raise ValueError("result must be 'x0' or 'update'")
     sched = _common_schedule(variables, schedule)
     n_steps = sched.num_steps
     B, device, dtype = y.shape[0], y.device, y.dtype
@@ -193,7 +199,8 @@ def sample(
     estimates = {}
     with torch.no_grad():
         for n, v in variables.items():
-            estimates[n] = v.prior.transform.to_physical(states[n].clamp(-1, 1))
+            final = outs[n].x0.detach() if result == "x0" else states[n].clamp(-1, 1)
+            estimates[n] = v.prior.transform.to_physical(final)
         params = {n: e for n, e in estimates.items() if n != IMAGE}
         params.update(fixed)
         r = (y - operator.forward(estimates[IMAGE], **params)).flatten(1)
