@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean-venv
+.PHONY: demo test test-slow bench photos clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/operators.py
+
+# Natural photographs for training the image prior, from Debian wallpaper packages
+# (downloaded as .deb files and unpacked locally; nothing is installed, nothing committed).
+photos:
+	bash scripts/get_photos.sh data/photos
 
 clean-venv:
 	rm -rf $(VENV)
