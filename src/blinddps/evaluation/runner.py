@@ -1,0 +1,632 @@
+"""The benchmark runner: simulate degradations of evaluation images, run methods, and
+record image, kernel and tilt metrics.
+
+Protocol (the paper's): for each image a kernel (and for turbulence a tilt map) is
+drawn from a generator seeded by ``(seed, image name)``; the measurement is the
+zero-padded 'same' blur ``y = k ⋆ x`` (turbulence: ``y = k ⋆ T_φ(x)``) plus white
+Gaussian noise of std ``noise`` (images in [-1, 1]). ``y`` is not clipped.
+
+Methods (:data:`METHODS`):
+
+* ``blurry``: the measurement itself (not clipped);
+* ``wiener_true``, ``tv_true``: non-blind Wiener / TV deconvolution with the true kernel
+  (for turbulence they ignore the tilt);
+* ``l0_blind``: blind L0 intensity+gradient deblurring (Pan et al.);
+* ``dps_true``: non-blind DPS, ``solve(y, preset, fixed={kernel (, tilt)})``;
+* ``blinddps``: ``solve(y, preset)`` (the preset's priors estimate everything).
+
+Restored images are clipped to [-1, 1] before the metrics (the blurry row is not).
+PSNR/SSIM are reported raw and *aligned*: at the best integer shift within
+``±max_shift`` px, on the crop ``[m:H-m, m:W-m]`` (a blind method recovers the image
+only up to a translation, which the kernel absorbs). Kernel MNC and aligned MSE are
+reported for methods that estimate a kernel, beside the blob floor (the best MNC a
+centred Gaussian blob reaches against the true kernel).
+
+Resumable: each (image, method, method config) result is appended to
+``results.csv`` as soon as it exists; rows already there are skipped on the next run.
+Outputs in ``out_dir``: ``results.csv``, ``report.md``, ``grid.png``,
+``summary.json``, ``run.json`` (the degradation settings a resumed run must match)
+and ``outputs/<image>/{inputs,<method>}.npz``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .datasets import EvalImage, load_images
+
+__all__ = [
+    "METHODS",
+    "BLIND_METHODS",
+    "DEGRADATIONS",
+    "CSV_COLUMNS",
+    "MethodOutput",
+    "EvalResult",
+    "evaluate",
+    "degrade",
+    "read_results",
+]
+
+METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps")
+BLIND_METHODS = ("l0_blind", "blinddps")
+DEGRADATIONS = ("motion", "gaussian", "turbulence")
+DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "motion_deblur", "turbulence": "paper_turbulence_ffhq"}
+
+CSV_COLUMNS = [
+    "image", "method", "config",
+    "psnr", "ssim", "psnr_aligned", "ssim_aligned", "shift_dy", "shift_dx",
+    "kernel_mnc", "kernel_mse", "blob_floor_mnc", "tilt_rmse", "tilt_rms_true",
+    "residual_rms", "seconds", "steps", "timestamp",
+]
+METRIC_COLUMNS = ["psnr", "ssim", "psnr_aligned", "ssim_aligned", "kernel_mnc", "kernel_mse",
+                  "blob_floor_mnc", "tilt_rmse", "tilt_rms_true", "residual_rms", "seconds"]
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns: the image ``(1, C, H, W)`` and, for blind methods, the
+    estimated kernel ``(1, 1, k, k)`` / tilt ``(1, 2, H, W)``."""
+
+    image: torch.Tensor
+    kernel: torch.Tensor | None = None
+    tilt: torch.Tensor | None = None
+    residual_rms: float | None = None
+    steps: int | None = None
+
+
+@dataclass
+class Problem:
+    """One simulated degradation, handed to every method."""
+
+    name: str
+    x: torch.Tensor          # (1, C, H, W) ground truth
+    y: torch.Tensor          # (1, C, H, W) measurement
+    kernel: torch.Tensor     # (1, 1, k, k) true kernel
+    tilt: torch.Tensor | None
+    seed: int                # per-image seed for stochastic methods
+    settings: dict
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]                     # the current settings' rows, CSV order
+    means: dict[str, dict[str, float]]   # method -> metric -> mean over images
+    table: str                           # the Markdown mean table
+    paths: dict[str, Path]
+    summary: dict = field(default_factory=dict)
+    ran: list[tuple[str, str]] = field(default_factory=list)      # (image, method) computed now
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # found in the CSV
+
+
+# --------------------------------------------------------------------------- seeds
+def _seed(seed: int, name: str, stream: int) -> int:
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode()), int(stream)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+# --------------------------------------------------------------------------- degradation
+def degrade(x: torch.Tensor, name: str, degradation: str = "motion", kernel_size: int = 32,
+            intensity: float = 0.5, std: float = 3.0, noise: float = 0.02, seed: int = 0,
+            tilt_options: dict | None = None):
+    """The measurement of image ``x`` (C, H, W) or (1, C, H, W): returns
+    ``(y (1,C,H,W), kernel (1,1,k,k), tilt (1,2,H,W) or None)``. Deterministic in
+    ``(seed, name)`` and the settings."""
+    from ..operators import GaussianNoise, conv_same, tilt_warp
+    from ..simulate import gaussian_kernels, motion_kernels, tilt_maps
+
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    x = x[None] if x.dim() == 3 else x
+    H, W = x.shape[-2:]
+    if kernel_size > min(H, W):
+        raise ValueError(f"kernel size {kernel_size} exceeds the image size {H}x{W}")
+    gen = torch.Generator().manual_seed(_seed(seed, name, 0))
+    if degradation == "motion":
+        k = motion_kernels(1, int(kernel_size), float(intensity), generator=gen)
+    else:
+        k = gaussian_kernels(1, int(kernel_size), float(std), generator=gen)
+    tilt = None
+    z = x
+    if degradation == "turbulence":
+        tilt = tilt_maps(1, int(H), int(W), generator=gen, **(tilt_options or {}))
+        z = tilt_warp(x, tilt)
+    y = GaussianNoise(float(noise))(conv_same(z, k), generator=gen)
+    return y, k, tilt
+
+
+# --------------------------------------------------------------------------- methods
+def _blurry(p: Problem, opts: dict) -> MethodOutput:
+    return MethodOutput(p.y.clone())
+
+
+def _wiener(p: Problem, opts: dict) -> MethodOutput:
+    from ..baselines import wiener_deconvolve
+
+    return MethodOutput(wiener_deconvolve(p.y, p.kernel, **opts))
+
+
+def _tv(p: Problem, opts: dict) -> MethodOutput:
+    from ..baselines import tv_deconvolve
+
+    return MethodOutput(tv_deconvolve(p.y, p.kernel, **opts))
+
+
+def _l0(p: Problem, opts: dict) -> MethodOutput:
+    from ..baselines import l0_blind_deblur
+
+    img, k = l0_blind_deblur(p.y, p.kernel.shape[-1], **opts)
+    return MethodOutput(img, kernel=torch.as_tensor(k).reshape(1, 1, *k.shape[-2:]))
+
+
+def _solve(p: Problem, opts: dict, nonblind: bool) -> MethodOutput:
+    from ..api import solve
+
+    s = p.settings
+    fixed = None
+    if nonblind:
+        fixed = {"kernel": p.kernel}
+        if p.tilt is not None:
+            fixed["tilt"] = p.tilt
+    over = dict(s.get("overrides") or {})
+    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1])}})
+    over = _merge(over, opts)
+    sol = solve(p.y, s["preset"], steps=s.get("steps"), seed=p.seed, device=s.get("device", "cpu"),
+                fixed=fixed, models=s.get("models"), **over)
+    return MethodOutput(
+        sol.image.detach().cpu(),
+        kernel=None if nonblind else sol.params.get("kernel", None),
+        tilt=None if nonblind else sol.params.get("tilt", None),
+        residual_rms=float(sol.residual_rms.mean()),
+        steps=int(sol.timings.get("steps", 0)) or None,
+    )
+
+
+def _dps_true(p: Problem, opts: dict) -> MethodOutput:
+    return _solve(p, opts, nonblind=True)
+
+
+def _blinddps(p: Problem, opts: dict) -> MethodOutput:
+    return _solve(p, opts, nonblind=False)
+
+
+#: name -> function(problem, options) -> MethodOutput. Add entries to evaluate more.
+METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
+    "blurry": _blurry,
+    "wiener_true": _wiener,
+    "tv_true": _tv,
+    "l0_blind": _l0,
+    "dps_true": _dps_true,
+    "blinddps": _blinddps,
+}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    from ..presets import merge
+
+    return merge(a, b)
+
+
+# --------------------------------------------------------------------------- CSV
+def read_results(path: str | Path) -> list[dict]:
+    """Rows of a results CSV as dicts (numbers as floats, empty cells as NaN)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            r: dict[str, Any] = dict(row)
+            for c in METRIC_COLUMNS + ["shift_dy", "shift_dx", "steps"]:
+                v = r.get(c, "")
+                try:
+                    r[c] = float(v) if v not in ("", None) else math.nan
+                except ValueError:
+                    r[c] = math.nan
+            out.append(r)
+    return out
+
+
+def _append_row(path: Path, row: dict) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({c: _fmt(row.get(c)) for c in CSV_COLUMNS})
+        fh.flush()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        return repr(v) if math.isinf(v) else f"{v:.6g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- helpers
+@contextmanager
+def _threads(n: int | None):
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _preset_id(preset) -> str:
+    if isinstance(preset, dict):
+        blob = json.dumps(preset, sort_keys=True, default=str).encode()
+        return f"{preset.get('name', 'dict')}#{hashlib.sha1(blob).hexdigest()[:8]}"
+    return str(preset)
+
+
+def _method_config(method: str, settings: dict, opts: dict) -> str:
+    cfg: dict[str, Any] = {}
+    if method in ("dps_true", "blinddps"):
+        cfg = {"preset": _preset_id(settings["preset"]), "steps": settings.get("steps")}
+        if settings.get("overrides"):
+            cfg["overrides"] = settings["overrides"]
+        if settings.get("models"):
+            cfg["models"] = settings["models"]
+    if opts:
+        cfg["options"] = opts
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str) if cfg else ""
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _preset_models(preset) -> dict[str, str]:
+    """The preset's prior models with a digest of each shipped/local weight file."""
+    try:
+        from ..models import checkpoints as ck
+        from ..presets import load_preset
+
+        cfg = load_preset(preset)
+    except Exception as exc:  # noqa: BLE001 - provenance only
+        return {"error": str(exc).splitlines()[0]}
+    out = {}
+    for name, spec in (cfg.get("priors") or {}).items():
+        model = str((spec or {}).get("model", "flat"))
+        path = None
+        if model.startswith("shipped:"):
+            path = ck.SHIPPED_DIR / f"{model.split(':', 1)[1]}.safetensors"
+        elif model not in ("flat",) and not model.startswith("published:"):
+            path = Path(model)
+        digest = f" sha256:{_file_digest(path)}" if path is not None and path.is_file() else ""
+        out[name] = model + digest
+    return out
+
+
+def _preflight(preset, steps, models, overrides, kernel_size: int) -> None:
+    """Load the preset and its priors once, so that a missing checkpoint or a prior
+    that does not fit the kernel size fails with one line before anything runs."""
+    from ..models.checkpoints import CheckpointError
+    from ..presets import build_operator, build_variables, load_preset, merge
+
+    cfg = load_preset(preset)
+    over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size)}})
+    if steps is not None:
+        over["steps"] = int(steps)
+    for nm, path in (models or {}).items():
+        over.setdefault("priors", {}).setdefault(nm, {})["model"] = str(path)
+    cfg = merge(cfg, over)
+    try:
+        build_operator(cfg["operator"])
+        variables = build_variables(cfg, device="cpu")
+    except CheckpointError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    for nm, var in variables.items():
+        net = getattr(var.prior, "model", None)
+        size = getattr(net, "image_size", None)
+        if nm == "kernel" and size and getattr(net, "size_multiple", None) is not None and size != kernel_size:
+            raise ValueError(f"the preset's kernel prior was trained on {size}x{size} kernels, "
+                             f"not {kernel_size}x{kernel_size}; set the kernel size to {size} or use a flat prior")
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import PIL
+    import scipy
+    import skimage
+
+    from .. import __version__
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"blinddps": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-image": skimage.__version__, "pillow": PIL.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "torch_threads": str(torch.get_num_threads())}
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _metrics(out: MethodOutput, p: Problem, method: str, max_shift: int, floor: float,
+             tilt_rms: float | None) -> dict:
+    est = out.image.detach().cpu().float()
+    est = est[None] if est.dim() == 3 else est
+    if method != "blurry":
+        est = est.clamp(-1.0, 1.0)
+    x = p.x
+    if est.shape != x.shape:
+        raise ValueError(f"method {method!r} returned shape {tuple(est.shape)}, expected {tuple(x.shape)}")
+    row: dict[str, Any] = {
+        "psnr": M.psnr(est[0], x[0]),
+        "ssim": M.ssim(est[0], x[0]),
+    }
+    ap, (dy, dx) = M.aligned_psnr(est[0], x[0], max_shift=max_shift)
+    row["psnr_aligned"], row["shift_dy"], row["shift_dx"] = ap, dy, dx
+    row["ssim_aligned"] = M.aligned_ssim(est[0], x[0], max_shift=max_shift)[0]
+    if out.kernel is not None:
+        k = out.kernel.detach().cpu().double().reshape(out.kernel.shape[-2:])
+        kt = p.kernel.double().reshape(p.kernel.shape[-2:])
+        row["kernel_mnc"] = M.mnc(k, kt)
+        row["kernel_mse"] = M.kernel_mse_aligned(k, kt)
+        row["blob_floor_mnc"] = floor
+    if out.tilt is not None and p.tilt is not None:
+        row["tilt_rmse"] = M.tilt_rmse(out.tilt.detach().cpu()[0], p.tilt[0])
+    if p.tilt is not None:
+        row["tilt_rms_true"] = tilt_rms
+    if out.residual_rms is not None:
+        row["residual_rms"] = out.residual_rms
+    if out.steps is not None:
+        row["steps"] = out.steps
+    return row
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float32)
+             for k, v in arrays.items() if v is not None}
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **clean)
+    tmp.replace(path)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
+
+
+# --------------------------------------------------------------------------- the runner
+def evaluate(
+    images: str | list | dict = "photos",
+    degradation: str = "motion",
+    size: int = 128,
+    kernel_size: int = 32,
+    intensity: float = 0.5,
+    std: float = 3.0,
+    noise: float = 0.02,
+    methods: list[str] | tuple[str, ...] | str = ("blurry", "wiener_true", "tv_true", "l0_blind", "blinddps"),
+    seed: int = 0,
+    out_dir: str | Path = "eval_out",
+    resume: bool = True,
+    progress: bool = True,
+    preset: str | dict | None = None,
+    steps: int | None = None,
+    device: str = "cpu",
+    limit: int | None = None,
+    models: dict[str, str] | None = None,
+    overrides: dict | None = None,
+    method_options: dict[str, dict] | None = None,
+    max_shift: int | None = None,
+    tilt_options: dict | None = None,
+    threads: int | None = None,
+    grid: bool = True,
+    grid_rows: int = 8,
+    name: str | None = None,
+) -> EvalResult:
+    """Run the benchmark; see the module docstring for the protocol and the outputs.
+
+    ``images``: anything :func:`~blinddps.evaluation.datasets.load_images` takes (a set
+    name such as ``photos``/``ffhq``, image names, a folder, or ``{name: tensor}``).
+    ``preset``/``steps``/``models``/``overrides``: how ``dps_true`` and ``blinddps``
+    call :func:`blinddps.solve` (default preset per degradation: ``motion_deblur`` for
+    motion and Gaussian blur); the operator's kernel size is always set to
+    ``kernel_size``. ``method_options``: keyword arguments per method (e.g.
+    ``{"tv_true": {"iters": 300}}``). ``max_shift``: the aligned metrics' search
+    radius (default ``min(8, size // 8)``). ``threads``: torch threads while running.
+    """
+    t_start = time.perf_counter()
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError("no methods given")
+    unknown = [m for m in methods if m not in METHOD_FUNCS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_FUNCS)}")
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    for nm, v, lo in (("size", size, 8), ("kernel_size", kernel_size, 3)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
+    if kernel_size > size:
+        raise ValueError(f"kernel_size {kernel_size} exceeds the image size {size}")
+    if not (noise >= 0):
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    if degradation == "motion" and not 0.0 <= float(intensity) <= 1.0:
+        raise ValueError(f"intensity must be in [0, 1], got {intensity!r}")
+    if degradation != "motion" and not float(std) > 0:
+        raise ValueError(f"std must be > 0, got {std!r}")
+    if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    max_shift = int(max_shift) if max_shift is not None else max(1, min(8, size // 8))
+    method_options = dict(method_options or {})
+    bad = [m for m in method_options if m not in METHOD_FUNCS]
+    if bad:
+        raise ValueError(f"method_options for unknown method {bad[0]!r}")
+    preset = preset if preset is not None else DEFAULT_PRESETS[degradation]
+    if any(m in ("dps_true", "blinddps") for m in methods):
+        _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
+
+    items: list[EvalImage] = load_images(images, size=size, limit=limit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+
+    degr = {"degradation": degradation, "size": int(size), "kernel_size": int(kernel_size),
+            "noise": float(noise), "seed": int(seed)}
+    if degradation == "motion":
+        degr["intensity"] = float(intensity)
+    else:
+        degr["std"] = float(std)
+    if degradation == "turbulence":
+        degr["tilt_options"] = dict(tilt_options or {})
+    run_json = out / "run.json"
+    if not resume:
+        for pth in (csv_path, run_json):
+            if pth.exists():
+                pth.unlink()
+    if run_json.is_file():
+        try:
+            prev = json.loads(run_json.read_text())
+        except (OSError, ValueError):
+            prev = None
+        if prev is not None and prev != json.loads(json.dumps(degr)):
+            diff = sorted(k for k in set(prev) | set(degr) if prev.get(k) != degr.get(k))
+            raise ValueError(
+                f"{out} holds results for other settings ({', '.join(diff)} differ); "
+                "use another output folder or resume=False (--no-resume)"
+            )
+    run_json.write_text(json.dumps(degr, indent=1) + "\n")
+
+    settings = {"preset": preset, "steps": steps, "device": device, "models": models, "overrides": overrides}
+    configs = {m: _method_config(m, settings, method_options.get(m, {})) for m in methods}
+    done = {(r["image"], r["method"], r.get("config", "")) for r in read_results(csv_path)}
+    names = [it.name for it in items]
+    todo = [(it, m) for it in items for m in methods if (it.name, m, configs[m]) not in done]
+    skipped = [(it.name, m) for it in items for m in methods if (it.name, m, configs[m]) in done]
+    ran: list[tuple[str, str]] = []
+    n_total = len(items) * len(methods)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    say(f"evaluate: {len(items)} images x {len(methods)} methods ({degradation}, {size}px, kernel {kernel_size}); "
+        f"{len(skipped)} done before, {len(todo)} to run -> {out}")
+    counter = len(skipped)
+    with _threads(threads):
+        for it in items:
+            pending = [m for m in methods if (it.name, m, configs[m]) not in done]
+            if not pending and (out / "outputs" / _safe(it.name) / "inputs.npz").is_file():
+                continue
+            x = it.image[None].float()
+            y, k, tilt = degrade(x, it.name, degradation, kernel_size, intensity, std, noise, seed, tilt_options)
+            prob = Problem(it.name, x, y, k, tilt, _seed(seed, it.name, 1), settings)
+            img_dir = out / "outputs" / _safe(it.name)
+            _save_npz(img_dir / "inputs.npz", x=x[0], y=y[0], kernel=k[0, 0], tilt=None if tilt is None else tilt[0])
+            floor = float(M.blob_floor_mnc(k[0, 0]))
+            tilt_rms = float(M.tilt_rmse(torch.zeros_like(tilt[0]), tilt[0])) if tilt is not None else None
+            for m in pending:
+                counter += 1
+                t0 = time.perf_counter()
+                res = METHOD_FUNCS[m](prob, dict(method_options.get(m, {})))
+                secs = time.perf_counter() - t0
+                row = {"image": it.name, "method": m, "config": configs[m], "seconds": secs,
+                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                row.update(_metrics(res, prob, m, max_shift, floor, tilt_rms))
+                _save_npz(img_dir / f"{m}.npz", image=res.image.detach().cpu()[0].float(),
+                          kernel=None if res.kernel is None else res.kernel.detach().cpu().reshape(res.kernel.shape[-2:]),
+                          tilt=None if res.tilt is None else res.tilt.detach().cpu()[0])
+                _append_row(csv_path, row)
+                ran.append((it.name, m))
+                extra = f" MNC {row['kernel_mnc']:.3f} (floor {floor:.3f})" if "kernel_mnc" in row else ""
+                say(f"[{counter}/{n_total}] {it.name} {m}: PSNR {row['psnr']:.2f} "
+                    f"(aligned {row['psnr_aligned']:.2f}) SSIM {row['ssim']:.3f}{extra}  {secs:.1f} s")
+
+    # ---- collect the current rows (last one wins per image/method)
+    latest: dict[tuple[str, str], dict] = {}
+    for r in read_results(csv_path):
+        key = (r["image"], r["method"])
+        if r["image"] in names and r["method"] in methods and r.get("config", "") == configs[r["method"]]:
+            latest[key] = r
+    rows = [latest[(n, m)] for n in names for m in methods if (n, m) in latest]
+
+    from . import report as R
+
+    means = R.mean_metrics(rows, methods)
+    table = R.markdown_table(means, methods, degradation=degradation, max_shift=max_shift)
+    lp_ok, lp_reason = M.lpips_available()
+    header = {
+        "title": name or f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}",
+        "settings": {**degr, "methods": methods, "preset": _preset_id(preset), "steps": steps,
+                     "max_shift": max_shift, "device": device, "images": names},
+    }
+    paths = {"csv": csv_path, "report": out / "report.md", "summary": out / "summary.json",
+             "run": run_json}
+    (out / "report.md").write_text(R.markdown_report(header, table, rows, methods, max_shift, lpips=(lp_ok, lp_reason)))
+    if grid:
+        try:
+            R.make_grid(out, names[:grid_rows], methods, rows, out / "grid.png", safe=_safe)
+            paths["grid"] = out / "grid.png"
+        except Exception as exc:  # noqa: BLE001 - the figure is a convenience
+            say(f"evaluate: could not draw the grid: {exc}")
+    summary = {
+        "title": header["title"],
+        "inputs": [{"name": it.name, "source": it.source, "shape": list(it.image.shape),
+                    "seed": _seed(seed, it.name, 0)} for it in items],
+        "settings": {**header["settings"], "noise_model": "y = k * x (same, zero padding) + N(0, noise^2)",
+                     "method_configs": configs, "method_options": method_options,
+                     "overrides": overrides, "models": models, "threads": threads,
+                     "metrics": (f"PSNR/SSIM (scikit-image, data range 2) on outputs clipped to [-1,1] "
+                                 f"(blurry: y as is); aligned = best integer shift within +-{max_shift} px "
+                                 f"on the crop [m:H-m, m:W-m], m={max_shift}")},
+        "preset_models": _preset_models(preset) if any(m in ("dps_true", "blinddps") for m in methods) else {},
+        "versions": _versions(),
+        "lpips": {"available": lp_ok, "reason": lp_reason, "computed": False},
+        "timings": {"this_run_s": time.perf_counter() - t_start,
+                    "ran": len(ran), "skipped": len(skipped),
+                    "mean_seconds_per_image": {m: v.get("seconds") for m, v in means.items()}},
+        "means": means,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "files": {k: str(v.name) for k, v in paths.items()},
+    }
+    paths["summary"].write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=False) + "\n")
+    return EvalResult(rows=rows, means=means, table=table, paths=paths, summary=summary, ran=ran, skipped=skipped)
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)
