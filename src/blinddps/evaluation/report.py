@@ -176,7 +176,8 @@ def make_grid(out_dir: Path, names: list[str], methods: list[str], rows: list[di
     head = 18
     cols = ["ground truth"] + [SHORT_LABELS.get(m, m) for m in methods]
     W = tile * len(cols) + 2 * (len(cols) + 1)
-    H = head + (tile + cap + 2) * len(names) + 2
+    foot = 16
+    H = head + (tile + cap + 2) * len(names) + 2 + foot
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font(11)
@@ -210,6 +211,8 @@ def make_grid(out_dir: Path, names: list[str], methods: list[str], rows: list[di
             else:
                 draw.rectangle([left, top, left + tile - 1, top + tile - 1], outline=(200, 200, 200))
             draw.text((left + 2, top + tile + 2), txt, fill=(0, 0, 0), font=font)
+    draw.text((4, H - foot + 1), "PSNR [shift-aligned PSNR], k = kernel MNC; insets: true kernel (ground truth), "
+              "estimated kernel (blind methods)", fill=(0, 0, 0), font=font)
     path = Path(path)
     canvas.save(path)
     return path
