@@ -222,3 +222,16 @@ def test_shipped_eval_configs_parse():
     p = load_eval_config("paper_motion")
     assert (p["size"], p["kernel_size"], p["intensity"], p["noise"]) == (256, 64, 0.5, 0.02)
     assert load_eval_config("paper_gaussian")["std"] == 3.0
+
+
+def test_turbulence_rows_have_tilt_metrics(tmp_path, tiny_preset):
+    flat_tilt = {"model": "flat", "transform": {"name": "scale", "scale": 2.5}, "step": {"rule": "stride", "scale": 0.05}}
+    preset = {**tiny_preset, "operator": {"name": "turbulence", "kernel_size": 7},
+              "priors": {**tiny_preset["priors"], "tilt": flat_tilt}}
+    res = R.evaluate("astronaut", degradation="turbulence", size=32, kernel_size=7, std=1.5,
+                     methods=["blurry", "dps_true", "blinddps"], preset=preset, steps=2,
+                     out_dir=tmp_path / "t", progress=False, grid=False)
+    by = {r["method"]: r for r in res.rows}
+    assert math.isfinite(by["blinddps"]["tilt_rmse"]) and math.isnan(by["dps_true"]["tilt_rmse"])
+    assert by["blurry"]["tilt_rms_true"] > 0
+    assert "tilt RMSE (px)" in res.table and "tilt RMSE of 0 (px)" in res.table
