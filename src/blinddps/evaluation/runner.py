@@ -494,10 +494,9 @@ def evaluate(
     if bad:
         raise ValueError(f"method_options for unknown method {bad[0]!r}")
     preset = preset if preset is not None else DEFAULT_PRESETS[degradation]
+    items: list[EvalImage] = load_images(images, size=size, limit=limit)
     if any(m in ("dps_true", "blinddps") for m in methods):
         _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
-
-    items: list[EvalImage] = load_images(images, size=size, limit=limit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
