@@ -98,6 +98,10 @@ def test_hybrid_loss_is_the_mse_without_learned_sigma(schedule):
     expected = ((noise - eps) ** 2).flatten(1).mean(1)
     torch.testing.assert_close(terms["loss"], expected)
     torch.testing.assert_close(terms["loss"], terms["mse"])
+    dc = training_losses(model, schedule, x0, idx, noise, dc_weight=64.0)
+    err_mean = (noise - eps).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(dc["dc"], err_mean**2)
+    torch.testing.assert_close(dc["loss"], expected + 64.0 * err_mean**2)
 
 
 def test_hybrid_loss_adds_a_finite_vb_term_that_trains_only_the_variance(schedule):

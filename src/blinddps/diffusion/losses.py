@@ -12,7 +12,14 @@ published checkpoints were trained with when ``learn_sigma`` is on):
   decoder NLL at ``t = 0``. The mean of ``p`` uses ε̂ **detached** (stop-gradient), so
   this term trains the variance only, and the ε-MSE alone trains the mean. It is scaled
   by ``T / 1000`` (``vb_scale``), i.e. λ = 0.001 on the full bound ``T · E_t[L_t]``;
-* ``loss = mse + vb`` (just ``mse`` without variance outputs).
+* ``loss = mse + vb`` (just ``mse`` without variance outputs);
+* optionally ``+ dc_weight · dc`` with ``dc`` the squared per-channel spatial mean of
+  ``ε − ε̂`` (the error of the image's DC component). The plain MSE gives that one
+  component a weight of ``1/(H·W)``, so small networks learn it last; for data whose
+  mean is nearly constant (blur kernels: a background of exactly −1) a wrong DC is the
+  dominant sampling error (grey backgrounds). Any positive-definite quadratic weighting
+  has the same minimiser E[ε | x_t], so this reweights the objective without changing
+  what a perfect model learns.
 
 All terms are per sample, shape ``(B,)``, computed in float32 whatever the model's
 autocast dtype.
@@ -117,6 +124,7 @@ def training_losses(
     *,
     vb_scale: float | None = None,
     autocast_dtype: torch.dtype | None = None,
+    dc_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Per-sample losses ``{'loss', 'mse'[, 'vb']}`` (each ``(B,)``) of ``model`` on clean
     data ``x0`` at schedule indices ``idx`` with Gaussian ``noise`` (drawn from the global
@@ -127,6 +135,7 @@ def training_losses(
     values: the hybrid loss, see the module docstring). ``vb_scale`` defaults to
     ``base_num_timesteps / 1000`` (guided-diffusion's ``RESCALED_MSE``).
     ``autocast_dtype`` runs the model under ``torch.autocast`` (e.g. bf16 on CUDA).
+    ``dc_weight`` > 0 adds the weighted DC-error term ``'dc'`` (module docstring).
     """
     if noise is None:
         noise = torch.randn_like(x0)
@@ -155,6 +164,10 @@ def training_losses(
         terms["vb"] = vb_scale * vb_terms_bpd(schedule, x0f, x_tf, idx, eps.detach(), var_values)
     else:
         eps = out
-    terms["mse"] = mean_flat((noisef - eps) ** 2)
+    err = noisef - eps
+    terms["mse"] = mean_flat(err**2)
     terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
+    if dc_weight:
+        terms["dc"] = err.mean(dim=(2, 3)).pow(2).mean(dim=1)
+        terms["loss"] = terms["loss"] + float(dc_weight) * terms["dc"]
     return terms

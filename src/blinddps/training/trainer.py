@@ -88,6 +88,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     vb_scale: float | None = None  # None: num_timesteps / 1000 (RESCALED_MSE)
+    dc_weight: float = 0.0  # weight of the DC-error term (see diffusion.losses); ~H·W for kernels
     steps: int = 10000
     max_minutes: float | None = None
     checkpoint_every: int = 500
@@ -487,7 +488,8 @@ def train(
             x0 = F.pixel_unshuffle(x0, f)
         idx = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=train_gen).to(device)
         noise = torch.randn(x0.shape, generator=train_gen).to(device)
-        terms = training_losses(net, schedule, x0, idx, noise, vb_scale=cfg.vb_scale, autocast_dtype=autocast_dtype)
+        terms = training_losses(net, schedule, x0, idx, noise, vb_scale=cfg.vb_scale, autocast_dtype=autocast_dtype,
+                                dc_weight=float(cfg.dc_weight))
         loss = terms["loss"].mean()
         if not torch.isfinite(loss):
             save_checkpoint()
