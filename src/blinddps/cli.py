@@ -1,0 +1,1167 @@
+"""The ``blinddps`` command: deblur and de-turbulence your own photos, make test data,
+list models, run the demo, train and evaluate priors.
+
+Every subcommand reports bad input as one line on stderr (``blinddps: error: ...``)
+and exits 2 (usage or input errors) or 1 (runtime failures), 130 on Ctrl-C; never a
+traceback unless ``--debug`` is given. Results are written atomically, each image's
+``summary.json`` last, so its presence marks a complete result; existing results are
+never replaced without ``--overwrite`` (a finished one is reported as skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+PROG = "blinddps"
+
+# names each command may write into a result folder (for overwrite checks and clean-up)
+RESTORE_OUTPUTS = (
+    "restored.png", "restored.npy", "restored.tif", "kernel.npy", "kernel.png", "tilt.npy", "tilt.png",
+    "std.npy", "std.png", "comparison.png", "summary.json",
+)
+SIMULATE_OUTPUTS = (
+    "blurry.png", "sharp.png", "kernel.npy", "kernel.png", "tilt.npy", "tilt.png", "comparison.png", "summary.json",
+)
+DEMO_SAMPLES = ("astronaut", "coffee")
+DEMO_STEPS = 200
+DEMO_PRESET = "motion_deblur"
+
+
+class CLIError(Exception):
+    """A failure the command reports in one line; ``code`` 2 = usage/input, 1 = runtime."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _err_for(prefix: str, label: str, exc: object) -> None:
+    """One error line about one input (its name once, even if the message names it)."""
+    msg = _one_line(exc)
+    _err(f"{prefix}{msg}" if label in msg else f"{prefix}{label}: {msg}")
+
+
+# ============================================================================ parsing
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors become one line (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')", 2)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps epilogs as written; adds ``(default: X)`` where a default says something."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if (d is None or d is False or d is argparse.SUPPRESS or "%(default)" in text or "default:" in text
+                or action.option_strings == [] or isinstance(d, bool)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _float_in(lo: float | None, hi: float | None, lo_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi)
+        if bad:
+            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
+        return v
+
+    return parse
+
+
+_RESTORE_EPILOG = """\
+outputs, per image in OUT/<name>/ (or in OUT/ for a single input file):
+  restored.png   the restored picture, same size, bit depth and mode as the input
+                 (alpha kept); restored.npy for .npy input, restored.tif for float TIFF
+  kernel.npy     the estimated blur kernel (float32, sums to 1), kernel.png its picture
+{extra}  comparison.png input | restored | kernel, labelled
+  summary.json   input, preset and every setting, seed, versions, timings, residual;
+                 written last: its presence marks a complete result
+  With --samples N > 1 also std.png and std.npy (posterior standard deviation,
+  H x W x C, in units of the full intensity range). Several inputs: OUT/index.csv lists
+  every input with status ok|failed|skipped, seconds, residual and error.
+
+Results that exist are skipped (re-running resumes an interrupted run); files that
+exist without their summary.json are never replaced unless --overwrite is given.
+--boundary valid (the default for deblur) models a photo whose scene continues past
+its frame; zero is the paper's zero-padded model (right for data made by
+`blinddps simulate`).
+
+scale out over GPUs (or CPU processes), one input shard per process:
+  torchrun --nproc-per-node 4 -m blinddps {cmd} photos/ --out results/
+
+examples:
+{examples}"""
+
+_DEBLUR_EXAMPLES = """\
+  blinddps deblur photo.jpg --out result/
+  blinddps deblur photos/ --out results/ --steps 250 --seed 1
+  blinddps deblur a.png b.png --out results/ --samples 4 --device cuda
+  blinddps deblur blurry.png --out r/ --boundary zero --preset paper_motion_ffhq --kernel-size 64
+"""
+
+_TURB_EXAMPLES = """\
+  blinddps turbulence face.png --out result/
+  blinddps turbulence frames/ --out results/ --device cuda --batch-size 4
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show Python tracebacks instead of one-line errors")
+
+
+def _add_restore(sub, name: str) -> argparse.ArgumentParser:
+    turb = name == "turbulence"
+    extra = "  tilt.npy       the estimated tilt field (2 x H x W pixels: horizontal, vertical),\n" \
+            "                 tilt.png its picture (hue = direction, brightness = length)\n" if turb else ""
+    p = sub.add_parser(
+        name,
+        help="remove atmospheric turbulence (tilt + blur) from photos" if turb else "blind deblurring of photos",
+        description=(
+            "Estimate the sharp picture and the unknown " + ("tilt field and blur kernel" if turb else "blur kernel")
+            + " of each INPUT with parallel diffusion priors (BlindDPS)."
+        ),
+        epilog=_RESTORE_EPILOG.format(extra=extra, cmd=name, examples=_TURB_EXAMPLES if turb else _DEBLUR_EXAMPLES),
+        formatter_class=_Formatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (PNG, JPEG, TIFF, BMP, WebP, .npy) and/or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--preset", default=None,
+                   help="preset name in configs/ or a YAML path (default: %s)"
+                   % ("turbulence, or paper_turbulence_ffhq while that is missing" if turb else "motion_deblur"))
+    p.add_argument("--kernel-size", type=_positive_int, default=None, metavar="K",
+                   help="blur kernel size in pixels (default: the preset's; must match the kernel prior)")
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="diffusion steps (default: the preset's)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed")
+    p.add_argument("--samples", type=_positive_int, default=1, metavar="N",
+                   help="posterior samples per image: the result is their mean; N > 1 adds std.png")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto = cuda if available (cuda:LOCAL_RANK under torchrun), else cpu")
+    p.add_argument("--batch-size", type=_positive_int, default=1, metavar="B",
+                   help="restore up to B images of the same size together")
+    p.add_argument("--boundary", choices=["valid", "zero"], default="zero" if turb else "valid",
+                   help="valid: the scene continues past the frame (real photos); zero: zero-padded blur (the paper's model)")
+    p.add_argument("--image-model", default=None, metavar="PATH", help="image prior weights (replaces the preset's)")
+    p.add_argument("--kernel-model", default=None, metavar="PATH", help="kernel prior weights (replaces the preset's)")
+    if turb:
+        p.add_argument("--tilt-model", default=None, metavar="PATH", help="tilt prior weights (replaces the preset's)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="torch CPU threads")
+    p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision for the networks (CUDA only)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=lambda a: _cmd_restore(a, name))
+    return p
+
+
+def _add_simulate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "simulate",
+        help="blur sharp images to make test data with the ground truth beside it",
+        description=(
+            "Blur each SHARP image as the paper's protocol does: 'same'-size blur with zero padding "
+            "(turbulence: tilt warp, then blur), plus Gaussian noise of std --noise on the [-1, 1] scale."
+        ),
+        epilog="""\
+outputs, per image in OUT/<name>/ (or OUT/ for a single file):
+  blurry.png     the measurement, 16-bit PNG (keeps the noise), clipped to the range
+  sharp.png      the ground truth as read (alpha dropped)
+  kernel.npy     the true kernel (float32, sums to 1), kernel.png its picture
+  tilt.npy       turbulence only: the true tilt field (2 x H x W pixels), tilt.png
+  comparison.png sharp | blurry | kernel
+  summary.json   every setting and the per-image seed (written last)
+
+examples:
+  blinddps simulate sharp.png --out data/ --blur motion --intensity 0.5 --kernel-size 64
+  blinddps simulate photos/ --out data/ --blur gaussian --std 3.0 --noise 0.02 --seed 1
+  blinddps simulate face.png --out data/ --blur turbulence
+""",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="SHARP", help="sharp image files and/or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--blur", required=True, choices=["motion", "gaussian", "turbulence"], help="kind of degradation")
+    p.add_argument("--intensity", type=_float_in(0.0, 1.0), default=0.5,
+                   help="motion: trajectory intensity in [0, 1] (0 straight, 1 strongly curved)")
+    p.add_argument("--kernel-size", type=_positive_int, default=64, metavar="K", help="kernel size in pixels")
+    p.add_argument("--std", type=_float_in(0.0, None, lo_open=True), default=3.0,
+                   help="gaussian/turbulence: kernel standard deviation in pixels")
+    p.add_argument("--tilt-max", type=_float_in(0.0, None, lo_open=True), default=2.5,
+                   help="turbulence: largest tilt in pixels")
+    p.add_argument("--noise", type=_float_in(0.0, None), default=0.02,
+                   help="Gaussian noise std on the [-1, 1] scale")
+    p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_cmd_simulate)
+    return p
+
+
+def _add_models(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "models",
+        help="list the published checkpoints and shipped priors, and where they are",
+        description="List the known published BlindDPS checkpoints and the priors shipped with the package: "
+                    "where each is looked for and whether it is present. Nothing is downloaded.",
+        epilog="examples:\n  blinddps models\n  BLINDDPS_MODELS=/data/ckpt blinddps models\n",
+        formatter_class=_Formatter,
+    )
+    _add_common(p)
+    p.set_defaults(func=_cmd_models)
+    return p
+
+
+def _add_demo(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "demo",
+        help="deblur two sample photos with the shipped priors (what `make demo` runs)",
+        description=(
+            "Blur two 128x128 crops of scikit-image's sample photos (astronaut, coffee; evaluation only, never "
+            "trained on) with a seeded 32x32 motion kernel (intensity 0.5) and noise 0.02, deblur them with the "
+            f"{DEMO_PRESET} preset and its shipped priors, and report PSNR and kernel MNC."
+        ),
+        epilog="examples:\n  blinddps demo --out demo_out\n  blinddps demo --out demo_out --steps 400 --seed 1\n",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--steps", type=_positive_int, default=DEMO_STEPS, metavar="N", help="diffusion steps")
+    p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed (kernels, noise, sampler)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
+                   help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that holds other results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_cmd_demo)
+    return p
+
+
+def _add_guarded(sub, name: str, module: str, adder: str, runner: str, help_text: str) -> None:
+    """Add a subcommand that another module provides; if it cannot be imported, the
+    subcommand still exists and says so in one line."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+        add = getattr(mod, adder)
+        run = getattr(mod, runner)
+    except Exception as exc:  # noqa: BLE001 - any import problem becomes a one-line message
+        reason = _one_line(f"{type(exc).__name__}: {exc}")
+        # no option prefix: whatever follows is taken in, and the run says why it cannot work
+        p = sub.add_parser(name, help=f"{help_text} (unavailable)", add_help=False, prefix_chars="\x01")
+        p.add_argument("rest", nargs="*")
+
+        def unavailable(args, _reason=reason):
+            raise CLIError(f"the {name} subcommand is unavailable ({module}: {_reason})", 1)
+
+        p.set_defaults(func=unavailable)
+        return
+    p = add(sub)
+    if p is not None and "--debug" not in p._option_string_actions:
+        _add_common(p)
+    if p is not None:
+        p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Blind inverse problems with parallel diffusion priors (BlindDPS): deblur and de-turbulence "
+                    "your own photos.",
+        epilog="""\
+examples:
+  blinddps deblur photo.jpg --out result/          restore one photo
+  blinddps deblur photos/ --out results/           every image in a folder
+  blinddps simulate sharp.png --out data/ --blur motion
+  blinddps models                                  which checkpoints are where
+  blinddps demo --out demo_out                     a 2-minute CPU demo
+
+Run 'blinddps COMMAND --help' for a command's options and outputs.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_restore(sub, "deblur")
+    _add_restore(sub, "turbulence")
+    _add_simulate(sub)
+    _add_models(sub)
+    _add_demo(sub)
+    _add_guarded(sub, "train", "blinddps.training.cli", "add_train_subparser", "run_train",
+                 "train a diffusion prior")
+    _add_guarded(sub, "evaluate", "blinddps.evaluation.cli", "add_evaluate_subparser", "run_evaluate",
+                 "benchmark methods on test data")
+    return parser
+
+
+# ============================================================================ inputs and outputs
+@dataclass
+class Job:
+    input: Path
+    dir: Path
+    label: str
+
+
+def _collect_inputs(raw: Sequence[str]) -> list[Path]:
+    from .io import IMAGE_SUFFIXES, list_images
+
+    found: list[Path] = []
+    for item in raw:
+        p = Path(item)
+        if p.is_dir():
+            imgs = list_images(p)
+            if not imgs:
+                raise CLIError(f"no images in folder {p} (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found.extend(imgs)
+        elif p.is_file():
+            found.append(p)
+        elif p.exists():
+            raise CLIError(f"input {p} is not a file or a folder")
+        else:
+            raise CLIError(f"input not found: {p}")
+    seen: set[str] = set()
+    unique = []
+    for p in found:
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return sorted(unique, key=str)
+
+
+def plan_jobs(raw_inputs: Sequence[str], out: Path) -> tuple[list[Job], bool]:
+    """The inputs (sorted) and each one's output folder; ``True`` when the results go
+    straight into ``out`` (a single input file)."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    paths = _collect_inputs(raw_inputs)
+    single = len(raw_inputs) == 1 and len(paths) == 1 and Path(raw_inputs[0]).is_file()
+    if single:
+        return [Job(paths[0], out, str(paths[0]))], True
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    used: set[str] = set()
+    jobs = []
+    for p in paths:
+        name = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        if name.lower() == "index.csv":
+            name += "_"
+        base, i = name, 2
+        while name in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name)
+        jobs.append(Job(p, out / name, str(p)))
+    return jobs, False
+
+
+def _existing_outputs(folder: Path, names: Sequence[str]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [folder / n for n in names if (folder / n).exists()]
+
+
+def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool) -> None:
+    """Refuse (before any work) to replace results that are not complete ones (files
+    without their ``summary.json``) unless ``overwrite``; complete ones are skipped later."""
+    if overwrite:
+        return
+    for job in jobs:
+        existing = _existing_outputs(job.dir, names)
+        if existing and not (job.dir / "summary.json").is_file():
+            raise CLIError(
+                f"{existing[0]} already exists (from an unfinished or other run); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+
+
+def _read_summary(folder: Path) -> dict:
+    try:
+        with open(folder / "summary.json", encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class _Writer:
+    """Tracks the files written for one result so a failure or Ctrl-C can remove them
+    (no partial result is left behind)."""
+
+    def __init__(self, folder: Path, names: Sequence[str], overwrite: bool) -> None:
+        self.folder = folder
+        self.names = names
+        self.written: list[Path] = []
+        self.created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        if overwrite:  # the old result stops being complete before anything changes
+            (folder / "summary.json").unlink(missing_ok=True)
+
+    def add(self, path: Path) -> Path:
+        self.written.append(Path(path))
+        return Path(path)
+
+    def finish(self, summary: dict) -> None:
+        from .io import save_json
+
+        keep = {p.name for p in self.written} | {"summary.json"}
+        for stale in _existing_outputs(self.folder, self.names):
+            if stale.name not in keep:  # left by an earlier (overwritten) run
+                stale.unlink(missing_ok=True)
+        save_json(self.folder / "summary.json", summary)
+
+    def abort(self) -> None:
+        for p in self.written:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if self.created:
+            try:
+                self.folder.rmdir()
+            except OSError:
+                pass
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import PIL
+    import torch
+
+    from . import __version__
+
+    return {"blinddps": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "pillow": PIL.__version__, "python": platform.python_version()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def _progress_ok(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+# ============================================================================ presets for restore
+def _train_hint(name: str) -> str:
+    from .presets import _REPO_CONFIGS
+
+    task = "image" if name.startswith("image") else ("tilt" if name.startswith("tilt") else "kernel")
+    cfg = _REPO_CONFIGS / "train" / f"{name}.yaml"
+    if cfg.is_file():
+        return (f"train it with 'blinddps train {task} --config configs/train/{name}.yaml --out runs/{name}' "
+                f"and copy runs/{name}/{name}.safetensors and {name}.yaml there")
+    return f"train a {task} prior with 'blinddps train' and save it there as {name}.safetensors + {name}.yaml"
+
+
+def _check_shipped(cfg: dict) -> None:
+    from .models.checkpoints import SHIPPED_DIR
+
+    for spec in (s.get("model") for s in cfg["priors"].values() if isinstance(s, dict)):
+        if isinstance(spec, str) and spec.startswith("shipped:"):
+            name = spec.split(":", 1)[1]
+            if not (SHIPPED_DIR / f"{name}.safetensors").is_file() or not (SHIPPED_DIR / f"{name}.yaml").is_file():
+                raise CLIError(f"the shipped prior {name} is missing from {SHIPPED_DIR}; {_train_hint(name)}")
+
+
+def _model_override(cfg: dict, name: str, raw: str, over: dict) -> None:
+    from .models.checkpoints import KNOWN_CHECKPOINTS
+
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise CLIError(f"--{name}-model: file not found: {path}")
+    if name not in cfg["priors"] or cfg["priors"][name] is None:
+        raise CLIError(f"--{name}-model: the preset {cfg.get('name')!r} has no {name} prior")
+    spec: dict[str, Any] = {"model": str(path)}
+    if not (path.suffix == ".safetensors" and path.with_suffix(".yaml").is_file()):
+        known = next((i for i in KNOWN_CHECKPOINTS.values() if i.filename == path.name), None)
+        if known is not None:
+            spec["config"] = dict(known.config)
+        elif not cfg["priors"][name].get("config"):
+            raise CLIError(
+                f"--{name}-model {path}: its network config is unknown; give a .safetensors with its .yaml "
+                "beside it (blinddps.models.save_model) or a published checkpoint file"
+            )
+    over.setdefault("priors", {})[name] = spec
+
+
+def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
+    """The preset with the command's overrides, checked before any work: the preset
+    exists, its priors load, and each prior fits the operator's unknowns. Returns the
+    config dict and the operator."""
+    from .presets import build_operator, build_variables, list_presets, load_preset, merge
+
+    name = args.preset
+    if name is None:
+        name = DEMO_PRESET if task == "deblur" else (
+            "turbulence" if "turbulence" in list_presets() else "paper_turbulence_ffhq")
+    cfg = load_preset(name)
+    over: dict[str, Any] = {"operator": {"mode": "valid" if args.boundary == "valid" else "same"}}
+    if args.kernel_size is not None:
+        over["operator"]["kernel_size"] = int(args.kernel_size)
+    if args.steps is not None:
+        over["steps"] = int(args.steps)
+    for prior in ("image", "kernel", "tilt"):
+        raw = getattr(args, f"{prior}_model", None)
+        if raw:
+            _model_override(cfg, prior, raw, over)
+    cfg = merge(cfg, over)
+    if "image" not in cfg["priors"]:
+        raise CLIError(f"preset {cfg.get('name')!r} has no image prior")
+    operator = build_operator(cfg["operator"])
+    _check_shipped(cfg)
+    variables = build_variables(cfg, device="cpu", operator=operator)
+    unknowns = getattr(operator, "unknowns", {})
+    for pname, var in variables.items():
+        net = getattr(var.prior, "model", None)
+        size = getattr(net, "image_size", None)
+        unk = unknowns.get(pname)
+        if pname == "image" or size is None or unk is None or -1 in tuple(unk.shape[-2:]):
+            continue
+        hw = tuple(unk.shape[-2:])
+        if hw != (size, size):
+            fix = f"use --kernel-size {size}" if pname == "kernel" else f"use a {pname} prior of that size"
+            raise CLIError(f"the {pname} prior was trained on {size}x{size} values but the {pname} is "
+                           f"{hw[0]}x{hw[1]}; {fix}")
+    del variables
+    return cfg, operator
+
+
+# ============================================================================ restore
+def _load(job: Job):
+    from .io import ImageReadError, read_image
+
+    try:
+        y, info = read_image(job.input)
+        return y, info, None
+    except ImageReadError as exc:
+        return None, None, exc
+
+
+def _batches(jobs: Sequence[Job], batch_size: int) -> Iterator[list]:
+    """Groups of up to ``batch_size`` loaded images of the same shape, in input order
+    as far as grouping allows; an unreadable image comes alone with its error."""
+    if batch_size <= 1:
+        for job in jobs:
+            yield [(job, *_load(job))]
+        return
+    pending: dict[tuple, list] = {}
+    for job in jobs:
+        y, info, err = _load(job)
+        if err is not None:
+            yield [(job, None, None, err)]
+            continue
+        key = tuple(y.shape)
+        pending.setdefault(key, []).append((job, y, info, None))
+        if len(pending[key]) >= batch_size:
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+def _classify(exc: BaseException) -> int:
+    from .io import ImageReadError
+    from .models.checkpoints import CheckpointError
+    from .presets import PresetError
+
+    if isinstance(exc, (ImageReadError, PresetError, CheckpointError, ValueError, CLIError)):
+        return getattr(exc, "code", 2) if isinstance(exc, CLIError) else 2
+    return 1
+
+
+def _cmd_restore(args: argparse.Namespace, task: str) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import distributed as dist
+    from .api import solve
+    from .distributed import Record
+
+    _set_threads(args.threads)
+    try:
+        ctx = dist.context_from_env()
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    out = Path(args.out)
+    jobs, single = plan_jobs(args.inputs, out)
+    try:
+        device = ctx.device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    cfg, operator = restore_config(args, task)
+    check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite)  # every rank checks every job, before any work
+    mine = dist.shard(jobs, ctx.rank, ctx.world_size)
+    ctx.init(device)
+    prefix = f"[rank {ctx.rank}] " if ctx.distributed else ""
+    records: list[Record] = []
+    show = _progress_ok(args.quiet)
+    try:
+        todo = []
+        for job in mine:
+            if not args.overwrite and (job.dir / "summary.json").is_file():
+                s = _read_summary(job.dir)
+                records.append(Record(str(job.input), "skipped", s.get("timings", {}).get("seconds"),
+                                      s.get("residual_rms"), "", str(job.dir)))
+                tqdm.write(f"{prefix}{job.label}: skipped ({job.dir / 'summary.json'} exists; --overwrite redoes it)")
+            else:
+                todo.append(job)
+        bar = tqdm(total=len(todo), desc="images", unit="img", disable=not (show and ctx.is_main) or len(todo) < 2)
+        for batch in _batches(todo, args.batch_size):
+            ready = []
+            for job, y, info, err in batch:
+                if err is None:
+                    kh, kw = operator.kernel_size
+                    if kh > info.height or kw > info.width:
+                        err = CLIError(f"the kernel ({kh}x{kw}) is larger than the image "
+                                       f"({info.height}x{info.width}); use a smaller --kernel-size")
+                if err is not None:
+                    records.append(Record(str(job.input), "failed", None, None, _one_line(err), str(job.dir),
+                                          _classify(err)))
+                    _err_for(prefix, job.label, err)
+                    bar.update(1)
+                    continue
+                ready.append((job, y, info))
+            if not ready:
+                continue
+            t0 = time.perf_counter()
+            try:
+                y = torch.cat([r[1] for r in ready])
+                sol = solve(y, preset=cfg, seed=args.seed, device=device, num_samples=args.samples,
+                            amp=args.amp, progress=show and not args.quiet and ctx.is_main)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded per image; the others go on
+                if getattr(args, "debug", False):
+                    raise
+                code = _classify(exc)
+                for job, _, _ in ready:
+                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), code))
+                    _err_for(prefix, job.label, exc)
+                    bar.update(1)
+                continue
+            solve_s = (time.perf_counter() - t0) / len(ready)
+            for b, (job, y1, info) in enumerate(ready):
+                t1 = time.perf_counter()
+                writer = _Writer(job.dir, RESTORE_OUTPUTS, args.overwrite)
+                try:
+                    res = _write_restored(writer, job, info, y1, sol, b, len(ready), operator, args, task, ctx,
+                                          solve_s, t1)
+                except BaseException as exc:
+                    writer.abort()
+                    if isinstance(exc, KeyboardInterrupt) or getattr(args, "debug", False):
+                        raise
+                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
+                    _err(f"{prefix}{job.label}: writing the results failed: {exc}")
+                    bar.update(1)
+                    continue
+                records.append(Record(str(job.input), "ok", res["seconds"], res["residual"], "", str(job.dir)))
+                tqdm.write(f"{prefix}{job.label}: ok, {res['seconds']:.1f} s, residual {res['residual']:.4f} "
+                           f"-> {job.dir}")
+                bar.update(1)
+        bar.close()
+        everything = dist.gather_records(ctx, records)
+        if ctx.is_main and not single:
+            index = dist.write_index(out / "index.csv", everything)
+            counts = {s: sum(r.status == s for r in everything) for s in ("ok", "skipped", "failed")}
+            print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; index: {index}")
+    finally:
+        ctx.close()
+    return dist.exit_code(everything)
+
+
+def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int, operator, args, task, ctx,
+                    solve_s: float, t1: float) -> dict:
+    import numpy as np
+
+    from . import figures
+    from .io import output_suffix, save_npy, write_image
+
+    d = job.dir
+    restored = sol.image[b : b + 1].detach().cpu()
+    outputs: dict[str, str] = {}
+    p = writer.add(d / f"restored{output_suffix(info)}")
+    write_image(p, restored, info)
+    outputs["restored"] = p.name
+    k = sol.params["kernel"][b, 0].detach().cpu().double()
+    k = (k.clamp_min(0) / k.clamp_min(0).sum().clamp_min(1e-30)).float()
+    save_npy(writer.add(d / "kernel.npy"), k.numpy())
+    figures.save_kernel_png(writer.add(d / "kernel.png"), k)
+    outputs.update(kernel="kernel.npy", kernel_picture="kernel.png")
+    extra: dict[str, Any] = {"kernel": {"size": list(k.shape), "sum": float(k.double().sum())}}
+    panels = [("input", figures.to_pil(y1)), ("restored", figures.to_pil(restored)),
+              ("kernel", figures.kernel_image(k, None)[0])]
+    if "tilt" in sol.params:
+        tilt = sol.params["tilt"][b].detach().cpu().float()
+        oy, ox = operator.image_offset() if hasattr(operator, "image_offset") else (0, 0)
+        tilt = tilt[:, oy : oy + info.height, ox : ox + info.width].contiguous()
+        save_npy(writer.add(d / "tilt.npy"), tilt.numpy())
+        _, max_px = figures.save_tilt_png(writer.add(d / "tilt.png"), tilt)
+        outputs.update(tilt="tilt.npy", tilt_picture="tilt.png")
+        mag = torch_hypot(tilt)
+        extra["tilt"] = {"shape": list(tilt.shape), "units": "pixels; channel 0 horizontal, 1 vertical",
+                         "max_px": float(mag.max()), "rms_px": float(mag.pow(2).mean().sqrt())}
+        panels.append(("tilt", figures.tilt_image(tilt, max_px, legend=False)[0]))
+    if sol.image_std is not None:
+        std = sol.image_std[b].detach().cpu().double() / 2.0  # [-1, 1] units -> fraction of the range
+        save_npy(writer.add(d / "std.npy"), np.ascontiguousarray(std.numpy().transpose(1, 2, 0)).astype(np.float32))
+        _, white = figures.save_std_png(writer.add(d / "std.png"), std)
+        outputs.update(std="std.npy", std_picture="std.png")
+        extra["std"] = {"shape": "H x W x C", "units": "fraction of the full intensity range",
+                        "mean": float(std.mean()), "max": float(std.max()), "png_white": white}
+        panels.append(("posterior std", figures.std_image(std)[0]))
+    residual = float(sol.residual_rms[b])
+    steps = sol.timings.get("steps")
+    title = f"{Path(job.input).name}: {sol.settings.get('preset')}, {steps} steps, residual {residual:.4f}"
+    figures.save_comparison(writer.add(d / "comparison.png"), panels, title=title)
+    outputs["comparison"] = "comparison.png"
+    seconds = solve_s + (time.perf_counter() - t1)
+    settings = sol.settings
+    summary = {
+        "command": task,
+        "status": "ok",
+        "created": _now(),
+        "input": info.describe(),
+        "outputs": outputs,
+        "preset": settings.get("preset"),
+        "preset_source": args.preset or settings.get("preset"),
+        "settings": {
+            "boundary": args.boundary,
+            "operator_mode": settings["config"]["operator"].get("mode"),
+            "kernel_size": list(operator.kernel_size),
+            "steps": steps,
+            "seed": args.seed,
+            "samples": args.samples,
+            "batch_size": args.batch_size,
+            "batch_index": b,
+            "batch_count": batch,
+            "device": settings.get("device"),
+            "amp": settings.get("amp"),
+            "threads": _threads(),
+            "image_model": args.image_model,
+            "kernel_model": args.kernel_model,
+            "tilt_model": getattr(args, "tilt_model", None),
+            "padded_to": settings.get("padded_to"),
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+        },
+        "seed": args.seed,
+        "seed_note": ("each image alone (batch 1) is solved with this seed; in a batch the image at batch_index i "
+                      "draws the sampler's stream i of that seed"),
+        "config": settings.get("config"),
+        "residual_rms": residual,
+        "residual_note": "RMS of y - A(x, params) on the [-1, 1] scale (about the noise level when the fit is good)",
+        **extra,
+        "versions": {**settings.get("versions", {}), **_versions()},
+        "timings": {**{k: v for k, v in sol.timings.items() if k != "steps"}, "batch_images": batch,
+                    "seconds": seconds},
+    }
+    writer.finish(summary)
+    return {"seconds": seconds, "residual": residual}
+
+
+def torch_hypot(t):
+    return (t[0].double() ** 2 + t[1].double() ** 2).sqrt()
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ============================================================================ simulate
+def _image_seed(seed: int, name: str) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode("utf-8"))]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def simulate_one(x, args: argparse.Namespace, seed: int) -> dict:
+    """Degrade ``x`` (1, C, H, W) in [-1, 1]: returns y (unclipped), kernel (1, 1, k, k),
+    tilt (1, 2, H, W) or None. Randomness: one ``torch.Generator(seed)`` drawn for the
+    kernel, then the tilt, then the noise."""
+    import torch
+
+    from .operators import GaussianNoise, conv_same
+    from .operators.turbulence import tilt_warp
+    from .simulate import gaussian_kernels, motion_kernels, tilt_maps
+
+    g = torch.Generator().manual_seed(int(seed))
+    K = args.kernel_size
+    if args.blur == "motion":
+        k = motion_kernels(1, K, args.intensity, generator=g)
+    else:
+        k = gaussian_kernels(1, K, args.std, generator=g)
+    tilt = None
+    z = x
+    if args.blur == "turbulence":
+        tilt = tilt_maps(1, x.shape[-2], x.shape[-1], generator=g, max_tilt=args.tilt_max)
+        z = tilt_warp(x, tilt)
+    y = GaussianNoise(args.noise)(conv_same(z, k), generator=g)
+    return {"y": y, "kernel": k, "tilt": tilt}
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from . import figures
+    from .distributed import Record, exit_code
+    from .io import ImageReadError, atomic_write_bytes, encode_png, read_image, save_npy, to_uint
+
+    out = Path(args.out)
+    jobs, single = plan_jobs(args.inputs, out)
+    check_outputs(jobs, SIMULATE_OUTPUTS, args.overwrite)
+    records = []
+    for job in tqdm(jobs, desc="images", disable=not _progress_ok(args.quiet) or len(jobs) < 2):
+        if not args.overwrite and (job.dir / "summary.json").is_file():
+            tqdm.write(f"{job.label}: skipped ({job.dir / 'summary.json'} exists; --overwrite redoes it)")
+            records.append(Record(str(job.input), "skipped"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            x, info = read_image(job.input)
+            K = args.kernel_size
+            if K > min(info.height, info.width):
+                raise CLIError(f"the kernel ({K}x{K}) is larger than the image ({info.height}x{info.width}); "
+                               "use a smaller --kernel-size")
+        except (ImageReadError, CLIError) as exc:
+            _err_for("", job.label, exc)
+            records.append(Record(str(job.input), "failed", error=_one_line(exc), code=2))
+            continue
+        seed = _image_seed(args.seed, job.input.name)
+        writer = _Writer(job.dir, SIMULATE_OUTPUTS, args.overwrite)
+        try:
+            sim = simulate_one(x, args, seed)
+            y = sim["y"]
+            clipped = float(((y < -1) | (y > 1)).float().mean())
+            d = job.dir
+            atomic_write_bytes(writer.add(d / "blurry.png"), encode_png(to_uint(y, 16)))
+            sharp_bits = 16 if info.bit_depth == 16 or info.mode == "array" else 8
+            atomic_write_bytes(writer.add(d / "sharp.png"), encode_png(to_uint(x, sharp_bits)))
+            k = sim["kernel"][0, 0]
+            save_npy(writer.add(d / "kernel.npy"), k.numpy().astype("float32"))
+            figures.save_kernel_png(writer.add(d / "kernel.png"), k)
+            panels = [("sharp", figures.to_pil(x)), ("blurry", figures.to_pil(y)), ("kernel", figures.kernel_image(k, None)[0])]
+            outputs = {"blurry": "blurry.png", "sharp": "sharp.png", "kernel": "kernel.npy", "kernel_picture": "kernel.png"}
+            extra: dict[str, Any] = {}
+            if sim["tilt"] is not None:
+                tilt = sim["tilt"][0]
+                save_npy(writer.add(d / "tilt.npy"), tilt.numpy().astype("float32"))
+                figures.save_tilt_png(writer.add(d / "tilt.png"), tilt)
+                outputs.update(tilt="tilt.npy", tilt_picture="tilt.png")
+                extra["tilt"] = {"units": "pixels; channel 0 horizontal, 1 vertical",
+                                 "max_px": float(torch_hypot(tilt).max())}
+                panels.insert(2, ("tilt", figures.tilt_image(tilt, legend=False)[0]))
+            figures.save_comparison(writer.add(d / "comparison.png"), panels)
+            outputs["comparison"] = "comparison.png"
+            summary = {
+                "command": "simulate",
+                "created": _now(),
+                "input": info.describe(),
+                "outputs": outputs,
+                "blur": args.blur,
+                "kernel_size": args.kernel_size,
+                "intensity": args.intensity if args.blur == "motion" else None,
+                "std": args.std if args.blur != "motion" else None,
+                "tilt_max": args.tilt_max if args.blur == "turbulence" else None,
+                "noise": args.noise,
+                "seed": args.seed,
+                "image_seed": seed,
+                "rng": "torch.Generator().manual_seed(image_seed) draws the kernel, then the tilt, then the noise",
+                "protocol": ("y = k * x + n: per-channel cross-correlation, 'same' size, zero padding (the paper's "
+                             "model; turbulence warps x by the tilt first); n ~ N(0, noise^2) on the [-1, 1] scale; "
+                             "blurry.png is y clipped to [-1, 1] in 16 bits"),
+                "clipped_fraction": clipped,
+                "sharp_bit_depth": sharp_bits,
+                **extra,
+                "versions": _versions(),
+                "timings": {"seconds": time.perf_counter() - t0},
+            }
+            writer.finish(summary)
+        except BaseException as exc:
+            writer.abort()
+            if isinstance(exc, KeyboardInterrupt) or getattr(args, "debug", False):
+                raise
+            _err_for("", job.label, exc)
+            records.append(Record(str(job.input), "failed", error=_one_line(exc), code=_classify(exc)))
+            continue
+        records.append(Record(str(job.input), "ok", time.perf_counter() - t0, output=str(job.dir)))
+        tqdm.write(f"{job.label}: {args.blur} blur, kernel {args.kernel_size}, noise {args.noise} -> {job.dir}")
+    return exit_code(records)
+
+
+# ============================================================================ models
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models.checkpoints import (
+        KNOWN_CHECKPOINTS,
+        MODELS_ENV,
+        SHIPPED_DIR,
+        CheckpointNotFoundError,
+        default_search_dirs,
+        find_checkpoint,
+        list_shipped,
+    )
+    from .presets import list_presets, load_preset
+
+    dirs = default_search_dirs()
+    print("Published BlindDPS checkpoints (never downloaded; put the files in one of the folders below):")
+    for name, info in KNOWN_CHECKPOINTS.items():
+        try:
+            where = f"present: {find_checkpoint(info.filename)}"
+        except CheckpointNotFoundError:
+            where = f"missing; get it from {info.url}"
+        print(f"  {name:<16} {info.filename:<22} {where}")
+        print(f"  {'':<16} {info.description}")
+    env = os.environ.get(MODELS_ENV)
+    print(f"  looked for in: {', '.join(str(d) for d in dirs)}"
+          + ("" if env else f"  (set {MODELS_ENV} to add folders)"))
+
+    users: dict[str, list[str]] = {}
+    for pname, path in sorted(list_presets().items()):
+        try:
+            cfg = load_preset(path)
+        except Exception:  # noqa: BLE001 - a broken preset is listed elsewhere
+            continue
+        for spec in cfg.get("priors", {}).values():
+            m = spec.get("model") if isinstance(spec, dict) else None
+            if isinstance(m, str) and m.startswith("shipped:"):
+                users.setdefault(m.split(":", 1)[1], []).append(pname)
+    names = sorted(set(users) | {p.stem for p in list_shipped()})
+    print(f"\nShipped priors (in {SHIPPED_DIR}):")
+    if not names:
+        print("  none")
+    for n in names:
+        w = SHIPPED_DIR / f"{n}.safetensors"
+        present = w.is_file() and w.with_suffix(".yaml").is_file()
+        state = f"present: {w}" if present else "missing; " + _train_hint(n)
+        used = f" (used by: {', '.join(users[n])})" if n in users else ""
+        print(f"  {n:<16}{used} {state}")
+
+    print("\nPresets:")
+    for pname, path in sorted(list_presets().items()):
+        try:
+            desc = load_preset(path).get("description", "")
+        except Exception as exc:  # noqa: BLE001
+            desc = f"(unreadable: {_one_line(exc)})"
+        print(f"  {pname:<24} {desc}")
+    return 0
+
+
+# ============================================================================ demo
+def demo_samples(size: int = 128):
+    """The demo's sharp pictures: 256x256 crops of scikit-image's astronaut and coffee
+    photos, 2x2-averaged to ``size`` (128), as a (2, 3, size, size) tensor in [-1, 1]."""
+    import numpy as np
+    import skimage.data
+    import torch
+
+    crops = {
+        "astronaut": (skimage.data.astronaut(), 0, 120),
+        "coffee": (skimage.data.coffee(), 60, 180),
+    }
+    out = []
+    for name in DEMO_SAMPLES:
+        img, top, left = crops[name]
+        c = img[top : top + 2 * size, left : left + 2 * size, :3].astype(np.float64) / 255.0
+        c = c.reshape(size, 2, size, 2, 3).mean((1, 3))
+        out.append(torch.from_numpy(c.transpose(2, 0, 1).copy()).float() * 2 - 1)
+    return torch.stack(out)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import figures
+    from .api import solve
+    from .evaluation.metrics import aligned_psnr, blob_floor_mnc, mnc, psnr
+    from .io import atomic_write_bytes, encode_png, save_json, save_npy, to_uint
+    from .operators import GaussianNoise, conv_same
+    from .presets import load_preset
+    from .simulate import motion_kernels
+
+    t_start = time.perf_counter()
+    _set_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    cfg = load_preset(DEMO_PRESET)
+    _check_shipped(cfg)
+    names = ["summary.json"] + [f"{n}/{f}" for n in DEMO_SAMPLES for f in
+                                ("sharp.png", "blurry.png", "restored.png", "kernel.npy", "kernel.png",
+                                 "kernel_true.npy", "kernel_true.png", "comparison.png")]
+    existing = _existing_outputs(out, names)
+    if existing and not args.overwrite and _read_summary(out).get("command") != "demo":
+        raise CLIError(f"{existing[0]} already exists and is not from an earlier demo; pass --overwrite "
+                       "or choose another --out")
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
+    if device == "cuda" and not _cuda():
+        raise CLIError("CUDA was requested but no GPU is available (use --device cpu)")
+
+    import torch
+
+    x = demo_samples()
+    g = torch.Generator().manual_seed(args.seed)
+    kernels = motion_kernels(len(DEMO_SAMPLES), 32, 0.5, generator=g)
+    y = GaussianNoise(0.02)(conv_same(x, kernels), generator=g)
+    print(f"demo: deblurring {len(DEMO_SAMPLES)} blurred 128x128 photos ({', '.join(DEMO_SAMPLES)}) with the "
+          f"{DEMO_PRESET} preset, {args.steps} steps on {device}, {torch.get_num_threads()} thread(s) ...", flush=True)
+    sol = solve(y, preset=cfg, steps=args.steps, seed=args.seed, device=device,
+                progress=_progress_ok(args.quiet))
+    (out / "summary.json").unlink(missing_ok=True)  # the folder is incomplete until the new summary is written
+    results = {}
+    for i, name in enumerate(DEMO_SAMPLES):
+        d = out / name
+        k_est = sol.params["kernel"][i, 0].detach().cpu().double()
+        k_est = (k_est / k_est.sum()).float()
+        k_true = kernels[i, 0]
+        restored = sol.image[i].detach().cpu()
+        atomic_write_bytes(d / "sharp.png", encode_png(to_uint(x[i], 8)))
+        atomic_write_bytes(d / "blurry.png", encode_png(to_uint(y[i], 16)))
+        atomic_write_bytes(d / "restored.png", encode_png(to_uint(restored, 8)))
+        save_npy(d / "kernel.npy", k_est.numpy())
+        save_npy(d / "kernel_true.npy", k_true.numpy())
+        figures.save_kernel_png(d / "kernel.png", k_est)
+        figures.save_kernel_png(d / "kernel_true.png", k_true)
+        m = {
+            "psnr_blurry": float(psnr(y[i].clamp(-1, 1), x[i])),
+            "psnr_restored": float(psnr(restored, x[i])),
+            "aligned_psnr_restored": float(aligned_psnr(restored, x[i], max_shift=4)[0]),
+            "kernel_mnc": float(mnc(k_est, k_true)),
+            "kernel_blob_floor_mnc": float(blob_floor_mnc(k_true)),
+            "residual_rms": float(sol.residual_rms[i]),
+        }
+        results[name] = m
+        title = (f"{name}: PSNR {m['psnr_blurry']:.2f} -> {m['psnr_restored']:.2f} dB, "
+                 f"kernel MNC {m['kernel_mnc']:.2f} (blob {m['kernel_blob_floor_mnc']:.2f})")
+        figures.save_comparison(d / "comparison.png", [
+            ("blurry", figures.to_pil(y[i])), ("restored", figures.to_pil(restored)), ("sharp", figures.to_pil(x[i])),
+            ("kernel", figures.kernel_image(k_est, None)[0]), ("true kernel", figures.kernel_image(k_true, None)[0]),
+        ], title=title)
+        print(f"  {name:<10} PSNR blurry {m['psnr_blurry']:.2f} dB -> restored {m['psnr_restored']:.2f} dB "
+              f"(shift-aligned {m['aligned_psnr_restored']:.2f}); kernel MNC {m['kernel_mnc']:.3f} "
+              f"(centred-blob floor {m['kernel_blob_floor_mnc']:.3f})")
+    total = time.perf_counter() - t_start
+    save_json(out / "summary.json", {
+        "command": "demo", "created": _now(), "preset": DEMO_PRESET, "steps": args.steps, "seed": args.seed,
+        "device": device, "threads": torch.get_num_threads(), "samples": list(DEMO_SAMPLES),
+        "degradation": {"kernel": "motion, 32x32, intensity 0.5", "noise": 0.02, "model": "same, zero padding"},
+        "metrics": results,
+        "mean": {k: float(np.mean([r[k] for r in results.values()])) for k in next(iter(results.values()))},
+        "timings": {**{k: v for k, v in sol.timings.items()}, "command_s": total},
+        "versions": {**sol.settings.get("versions", {}), **_versions()},
+        "config": sol.settings.get("config"),
+    })
+    print(f"pictures: {', '.join(str(out / n / 'comparison.png') for n in DEMO_SAMPLES)} "
+          f"(blurry.png, restored.png, kernel.png beside them)")
+    print(f"done in {total:.0f} s (sampling {sol.timings['sample_s']:.0f} s)")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ============================================================================ main
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{PROG}: warning: {_one_line(message)} ({category.__name__})\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``blinddps`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    old_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        args = build_parser().parse_args(argv)
+        debug = debug or bool(getattr(args, "debug", False))
+        return int(args.func(args) or 0)
+    except SystemExit as exc:  # --help, --version
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:  # stdout closed by a pager/head: exit quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (unless --debug)
+        if debug:
+            raise
+        code = _classify(exc)
+        msg = str(exc) or type(exc).__name__
+        if code == 1 and not isinstance(exc, CLIError):
+            msg = f"{type(exc).__name__}: {msg} (run with --debug for the traceback)"
+        _err(msg)
+        return code
+    finally:
+        warnings.formatwarning = old_format
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
