@@ -172,6 +172,12 @@ def test_existing_results_are_skipped_or_refused_and_overwrite_replaces(tiny, tm
     rc, out, err = run([*args, "--overwrite"], capsys)
     assert rc == 0 and (tmp_path / "r" / "summary.json").is_file()
     assert not (tmp_path / "r" / "std.png").exists()  # stale output of another run removed
+    Image.fromarray((RNG.random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "b.png")
+    rc, out, err = run(["deblur", tmp_path / "b.png", "--out", tmp_path / "r", "--preset", tiny["preset"]], capsys)
+    assert rc == 2 and "holds the result" in one_error_line(err)  # another input's result is not "skipped"
+    rc, out, err = run(["simulate", tmp_path / "a.png", "--out", tmp_path / "r", "--blur", "motion",
+                        "--kernel-size", 8], capsys)
+    assert rc == 2 and "holds the result" in one_error_line(err)
 
 
 def _bad_inputs(tmp_path: Path, tiny) -> dict[str, tuple[list, int, str]]:

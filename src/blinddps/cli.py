@@ -414,18 +414,28 @@ def _existing_outputs(folder: Path, names: Sequence[str]) -> list[Path]:
     return [folder / n for n in names if (folder / n).exists()]
 
 
-def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool) -> None:
-    """Refuse (before any work) to replace results that are not complete ones (files
-    without their ``summary.json``) unless ``overwrite``; complete ones are skipped later."""
+def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, command: str) -> None:
+    """Refuse (before any work) to replace results unless ``overwrite``: files without
+    their ``summary.json`` (an unfinished or foreign run), or a complete result of
+    another input or command. Complete results of the same input are skipped later."""
     if overwrite:
         return
     for job in jobs:
         existing = _existing_outputs(job.dir, names)
-        if existing and not (job.dir / "summary.json").is_file():
+        if not existing:
+            continue
+        summary = job.dir / "summary.json"
+        if not summary.is_file():
             raise CLIError(
                 f"{existing[0]} already exists (from an unfinished or other run); "
                 "pass --overwrite to replace it, or choose another --out"
             )
+        s = _read_summary(job.dir)
+        prev, mine = s.get("input_path"), str(job.input.resolve())
+        if s.get("command") != command or (prev and prev != mine):
+            what = f"'{s.get('command')}' of {prev or s.get('input', {}).get('path', '?')}"
+            raise CLIError(f"{summary} holds the result of {what}, not of '{command}' of {mine}; "
+                           "pass --overwrite to replace it, or choose another --out")
 
 
 def _read_summary(folder: Path) -> dict:
@@ -648,7 +658,7 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
     except (RuntimeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     cfg, operator = restore_config(args, task)
-    check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite)  # every rank checks every job, before any work
+    check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite, task)  # every rank checks every job, before any work
     mine = dist.shard(jobs, ctx.rank, ctx.world_size)
     ctx.init(device)
     prefix = f"[rank {ctx.rank}] " if ctx.distributed else ""
@@ -779,6 +789,7 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
         "command": task,
         "status": "ok",
         "created": _now(),
+        "input_path": str(Path(job.input).resolve()),
         "input": info.describe(),
         "outputs": outputs,
         "preset": settings.get("preset"),
@@ -869,7 +880,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     jobs, single = plan_jobs(args.inputs, out)
-    check_outputs(jobs, SIMULATE_OUTPUTS, args.overwrite)
+    check_outputs(jobs, SIMULATE_OUTPUTS, args.overwrite, "simulate")
     records = []
     for job in tqdm(jobs, desc="images", disable=not _progress_ok(args.quiet) or len(jobs) < 2):
         if not args.overwrite and (job.dir / "summary.json").is_file():
@@ -916,6 +927,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             summary = {
                 "command": "simulate",
                 "created": _now(),
+                "input_path": str(job.input.resolve()),
                 "input": info.describe(),
                 "outputs": outputs,
                 "blur": args.blur,
