@@ -178,6 +178,9 @@ def test_existing_results_are_skipped_or_refused_and_overwrite_replaces(tiny, tm
     rc, out, err = run(["simulate", tmp_path / "a.png", "--out", tmp_path / "r", "--blur", "motion",
                         "--kernel-size", 8], capsys)
     assert rc == 2 and "holds the result" in one_error_line(err)
+    rc, out, err = run(["deblur", tmp_path / "r" / "restored.png", "--out", tmp_path / "r", "--overwrite",
+                        "--preset", tiny["preset"]], capsys)
+    assert rc == 2 and "overwrite the input" in one_error_line(err)
 
 
 def _bad_inputs(tmp_path: Path, tiny) -> dict[str, tuple[list, int, str]]:
@@ -354,6 +357,9 @@ def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert s["command"] == "demo" and set(s["metrics"]) == set(cli.DEMO_SAMPLES)
     assert run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)[0] == 0  # re-running replaces a demo
+    (tmp_path / "demo" / "summary.json").write_text('{"command": "deblur"}')
+    rc, out, err = run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)
+    assert rc == 2 and "not from an earlier demo" in one_error_line(err)
 
 
 def test_unavailable_subcommand_says_so(capsys):

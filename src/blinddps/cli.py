@@ -418,6 +418,10 @@ def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, co
     """Refuse (before any work) to replace results unless ``overwrite``: files without
     their ``summary.json`` (an unfinished or foreign run), or a complete result of
     another input or command. Complete results of the same input are skipped later."""
+    for job in jobs:
+        src = job.input.resolve()
+        if any((job.dir / n).resolve() == src for n in names):
+            raise CLIError(f"the result would overwrite the input {job.input}; choose another --out")
     if overwrite:
         return
     for job in jobs:
@@ -1057,13 +1061,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} exists and is not a folder")
     cfg = load_preset(DEMO_PRESET)
     _check_shipped(cfg)
-    names = ["summary.json"] + [f"{n}/{f}" for n in DEMO_SAMPLES for f in
-                                ("sharp.png", "blurry.png", "restored.png", "kernel.npy", "kernel.png",
-                                 "kernel_true.npy", "kernel_true.png", "comparison.png")]
-    existing = _existing_outputs(out, names)
-    if existing and not args.overwrite and _read_summary(out).get("command") != "demo":
-        raise CLIError(f"{existing[0]} already exists and is not from an earlier demo; pass --overwrite "
-                       "or choose another --out")
+    # the demo replaces its own files (`make demo` must run again), but not another command's result
+    if (out / "summary.json").is_file() and not args.overwrite and _read_summary(out).get("command") != "demo":
+        raise CLIError(f"{out / 'summary.json'} is not from an earlier demo; pass --overwrite or choose another --out")
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
     if device == "cuda" and not _cuda():
         raise CLIError("CUDA was requested but no GPU is available (use --device cpu)")
