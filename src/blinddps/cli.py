@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 PROG = "blinddps"
+_T0 = time.perf_counter()  # process start, near enough (the demo reports its time including start-up)
 
 # names each command may write into a result folder (for overwrite checks and clean-up)
 RESTORE_OUTPUTS = (
@@ -34,7 +35,7 @@ SIMULATE_OUTPUTS = (
     "blurry.png", "sharp.png", "kernel.npy", "kernel.png", "tilt.npy", "tilt.png", "comparison.png", "summary.json",
 )
 DEMO_SAMPLES = ("astronaut", "coffee")
-DEMO_STEPS = 200
+DEMO_STEPS = 250
 DEMO_PRESET = "motion_deblur"
 
 
@@ -1054,7 +1055,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .presets import load_preset
     from .simulate import motion_kernels
 
-    t_start = time.perf_counter()
+    t_start = _T0
     _set_threads(args.threads)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -1124,7 +1125,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     })
     print(f"pictures: {', '.join(str(out / n / 'comparison.png') for n in DEMO_SAMPLES)} "
           f"(blurry.png, restored.png, kernel.png beside them)")
-    print(f"done in {total:.0f} s (sampling {sol.timings['sample_s']:.0f} s)")
+    print(f"done in {total:.0f} s including start-up (sampling {sol.timings['sample_s']:.0f} s)")
     return 0
 
 
