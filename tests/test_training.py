@@ -26,6 +26,9 @@ from blinddps.models.wrappers import PixelUnshuffleUNet, load_saved, split_confi
 from blinddps.training.data import DataError, ImageFolderSource, KernelSource, TiltSource
 from blinddps.training.trainer import TrainConfig, TrainConfigError, train
 
+# tiny test networks have 32 top-level channels; the trainer warns about that (rightly)
+pytestmark = pytest.mark.filterwarnings("ignore:GroupNorm32")
+
 TINY = dict(
     image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="",
     use_scale_shift_norm=True, resblock_updown=True,
@@ -248,6 +251,8 @@ def test_config_validation():
         TrainConfig.from_dict(tiny_config(task="video"))
     with pytest.raises(TrainConfigError, match="in_channels"):
         TrainConfig.from_dict(tiny_config(model=dict(TINY, in_channels=3))).unet_config()
+    with pytest.warns(UserWarning, match="instance norm"):
+        TrainConfig.from_dict(tiny_config())
 
 
 def test_a_few_steps_lower_the_loss(tmp_path):

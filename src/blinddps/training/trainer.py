@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -129,6 +130,14 @@ class TrainConfig:
             raise TrainConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise TrainConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        top = _top_channels(self.model)
+        if top is not None and top <= 32:
+            warnings.warn(
+                f"GroupNorm32 on the UNet's {top} top-level channels is an instance norm: the network "
+                "cannot see its input's mean (DC) level and samples drift (grey kernel backgrounds, "
+                "2x2-periodic patterns with pixel_unshuffle); use num_channels * channel_mult[0] >= 64",
+                stacklevel=3,
+            )
 
     # the inner UNet's keywords
     def unet_config(self) -> dict[str, Any]:
@@ -143,6 +152,17 @@ class TrainConfig:
                 f"model in_channels is {got} but task {self.task!r} with pixel_unshuffle {f} needs {want}"
             )
         return cfg
+
+
+def _top_channels(model: Mapping[str, Any]) -> int | None:
+    """``num_channels * channel_mult[0]`` (the channels of the UNet's first and last blocks)."""
+    from ..models.unet import parse_channel_mult
+
+    try:
+        mult = parse_channel_mult(model.get("channel_mult", ""), int(model["image_size"]))
+        return int(mult[0] * int(model["num_channels"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass
