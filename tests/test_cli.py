@@ -336,13 +336,11 @@ def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
     import blinddps.models.checkpoints as ck
     from blinddps.models.wrappers import build_model
 
+    load_config = pytest.importorskip("blinddps.training.trainer").load_config
     w = tmp_path / "weights"
     for name in ("image_photo64", "kernel_motion32"):
-        c = yaml.safe_load((ROOT / "configs" / "train" / f"{name}.yaml").read_text())
-        cfg = dict(c["model"])
-        if "pixel_unshuffle" in c:
-            cfg["pixel_unshuffle"] = c["pixel_unshuffle"]
-            cfg["in_channels"] = 12
+        tc = load_config(ROOT / "configs" / "train" / f"{name}.yaml")
+        cfg = {**tc.unet_config(), "pixel_unshuffle": int(tc.pixel_unshuffle)}
         torch.manual_seed(0)
         save_model(build_model(cfg), w / name)
     monkeypatch.setattr(ck, "SHIPPED_DIR", w)
