@@ -451,8 +451,11 @@ def _read_pillow(path: Path, fmt_hint: str) -> tuple[np.ndarray, dict, list[str]
         except Exception:  # noqa: BLE001
             orientation = 1
         if orientation not in (None, 1):
-            im = ImageOps.exif_transpose(im)
-            notes.append(f"EXIF orientation {orientation} applied")
+            try:
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"EXIF orientation {orientation} applied")
+            except Exception:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
+                notes.append(f"EXIF orientation {orientation} could not be applied")
         mode = im.mode
         if mode == "1":
             im, mode = im.convert("L"), "L"
