@@ -22,7 +22,7 @@ from blinddps.diffusion.losses import (
 from blinddps.diffusion.schedule import DiffusionSchedule
 from blinddps.models.checkpoints import load_saved_model, read_saved_config
 from blinddps.models.unet import create_model
-from blinddps.models.wrappers import PixelUnshuffleUNet, load_saved, split_config
+from blinddps.models.wrappers import DCPriorUNet, PixelUnshuffleUNet, estimate_dc_prior, load_saved, split_config
 from blinddps.training.data import DataError, ImageFolderSource, KernelSource, TiltSource
 from blinddps.training.trainer import TrainConfig, TrainConfigError, train
 
@@ -181,6 +181,38 @@ def test_pixel_unshuffle_wrapper_is_the_same_diffusion(schedule):
     assert wrap == {"pixel_unshuffle": 2} and "pixel_unshuffle" not in cfg
 
 
+def test_dc_prior_wrapper_gives_the_gaussian_posterior_mean_of_the_noise_mean(schedule):
+    net = tiny_model(channels=2, learn_sigma=True)
+    with torch.no_grad():
+        net.out[-1].weight.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(5)
+    mu = torch.tensor([-0.9, 0.2], dtype=torch.float64)
+    a = torch.randn(2, 2, generator=g, dtype=torch.float64) * 0.1
+    cov = a @ a.T + 1e-3 * torch.eye(2, dtype=torch.float64)
+    model = DCPriorUNet(net, mu, cov, torch.as_tensor(schedule.alphas_cumprod))
+    x = torch.randn(3, 2, 8, 8, generator=g)
+    t = torch.tensor([0, 400, 999])
+    out, raw = model(x, t), net(x, t)
+    assert out.shape == raw.shape
+    torch.testing.assert_close(out[:, 2:], raw[:, 2:])  # variance channels untouched
+    torch.testing.assert_close(out[:, :2] - out[:, :2].mean((2, 3), keepdim=True),
+                               raw[:, :2] - raw[:, :2].mean((2, 3), keepdim=True))
+    # E[e | x̄] for x̄ = √ᾱ d + √(1−ᾱ) e, d ~ N(μ, Σ), e ~ N(0, I/HW), by the matrix formula
+    hw = 64
+    for i, ti in enumerate(t.tolist()):
+        ab = float(schedule.alphas_cumprod[ti])
+        xbar = x[i].double().mean((1, 2))
+        cov_e = torch.eye(2, dtype=torch.float64) / hw
+        cov_x = ab * cov + (1 - ab) * cov_e
+        expected = math.sqrt(1 - ab) * cov_e @ torch.linalg.solve(cov_x, xbar - math.sqrt(ab) * mu)
+        torch.testing.assert_close(out[i, :2].double().mean((1, 2)), expected, rtol=1e-4, atol=1e-6)
+    # the estimate from data
+    d = torch.randn(4000, 2, generator=g, dtype=torch.float64) @ a.T + mu
+    m, c = estimate_dc_prior(d[:, :, None, None].expand(-1, -1, 3, 3))
+    torch.testing.assert_close(m, mu, atol=0.01, rtol=0)
+    torch.testing.assert_close(c, a @ a.T, atol=2e-3, rtol=0)
+
+
 # ----------------------------------------------------------------------------- data
 def test_kernel_source_is_seeded_and_in_range():
     a = KernelSource(16, generator=5).sample(6)
@@ -314,17 +346,33 @@ def test_export_then_load_gives_the_same_outputs(tmp_path):
         torch.testing.assert_close(loaded(x, t), ema(x, t), rtol=0, atol=0)
 
 
-def test_export_with_pixel_unshuffle_is_applied_at_full_resolution(tmp_path):
-    cfg = tiny_config(name="pu", steps=3, pixel_unshuffle=2, data=dict(size=16, kind="motion"))
+def test_export_with_pixel_unshuffle_and_dc_prior_is_applied_at_full_resolution(tmp_path):
+    cfg = tiny_config(name="pu", steps=3, pixel_unshuffle=2, data=dict(size=16, kind="motion"), dc_prior=True,
+                      dc_samples=64)
     res = train(cfg, tmp_path / "p", progress=False)
-    config, _ = read_saved_config(res.weights)
-    assert config["pixel_unshuffle"] == 2 and config["in_channels"] == 4
+    config, meta = read_saved_config(res.weights)
+    assert config["pixel_unshuffle"] == 2 and config["in_channels"] == 4 and config["dc_prior"] is True
+    assert meta["dc_prior"] is True
     model = load_saved(res.weights)
-    assert isinstance(model, PixelUnshuffleUNet)
+    assert isinstance(model, PixelUnshuffleUNet) and isinstance(model.net, DCPriorUNet)
+    state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)
+    torch.testing.assert_close(model.net.dc_mean, state["dc_prior"]["mean"])
+    assert (state["dc_prior"]["mean"] < -0.5).all()  # kernels: mostly background at -1
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
     with torch.no_grad():
         out = model(x, t)
     assert out.shape == (2, 2, 16, 16)
+    ema = create_model(**split_config(config)[0])
+    ema.load_state_dict(state["ema"])
+    ref = PixelUnshuffleUNet(DCPriorUNet(ema.eval(), state["dc_prior"]["mean"], state["dc_prior"]["cov"],
+                                         torch.as_tensor(DiffusionSchedule.create().alphas_cumprod)), 2)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x, t), out, rtol=0, atol=0)
+    # resuming keeps the stored prior
+    res2 = train(dict(cfg, steps=4), tmp_path / "p", progress=False, export=False)
+    assert res2.step == 4
+    torch.testing.assert_close(torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=True)["dc_prior"]["cov"],
+                               state["dc_prior"]["cov"])
     try:  # once checkpoints.load_saved_model understands wrapper keys, it must agree
         other = load_saved_model(res.weights)
     except ValueError:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..diffusion.losses import training_losses
 from ..diffusion.schedule import DiffusionSchedule
 from ..models.unet import UNetModel, create_model
-from ..models.wrappers import apply_wrapper
+from ..models.wrappers import DCPriorUNet, apply_wrapper, estimate_dc_prior
 from .data import BatchSource, build_source
 
 __all__ = [
@@ -89,7 +89,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     vb_scale: float | None = None  # None: num_timesteps / 1000 (RESCALED_MSE)
-    dc_weight: float = 0.0  # weight of the DC-error term (see diffusion.losses); ~H·W for kernels
+    dc_weight: float = 0.0  # weight of the DC-error term (see diffusion.losses)
+    dc_prior: bool = False  # wrap the UNet in models.wrappers.DCPriorUNet (Gaussian prior on channel means)
+    dc_samples: int = 2048  # training samples to estimate that prior from
     steps: int = 10000
     max_minutes: float | None = None
     checkpoint_every: int = 500
@@ -407,9 +409,25 @@ def _final_stat(v: list[float], n: int = 200) -> float:
     return float(sum(tail) / len(tail))
 
 
+def _estimate_dc(source: BatchSource, n: int, factor: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian prior of the per-channel means of ``n`` training samples (pixel-unshuffled
+    by ``factor``), drawn with a generator of their own so that training's data stream
+    does not depend on it."""
+    saved = source.generator
+    source.generator = torch.Generator().manual_seed(seed)
+    try:
+        chunks = []
+        for start in range(0, n, 256):
+            x = source.sample(min(256, n - start))
+            chunks.append(F.pixel_unshuffle(x, factor) if factor > 1 else x)
+    finally:
+        source.generator = saved
+    return estimate_dc_prior(torch.cat(chunks))
+
+
 def _checkpoint_compatible(saved: Mapping[str, Any], cfg: TrainConfig) -> str | None:
-    for key in ("task", "model", "pixel_unshuffle", "noise_schedule", "num_timesteps"):
-        if saved.get(key) != getattr(cfg, key):
+    for key in ("task", "model", "pixel_unshuffle", "noise_schedule", "num_timesteps", "dc_prior"):
+        if saved.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):
             return key
     return None
 
@@ -461,6 +479,7 @@ def train(
 
     step, losses, mses, elapsed_before = 0, [], [], 0.0
     ckpt_path = out / CHECKPOINT_NAME
+    state = None
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         bad = _checkpoint_compatible(state.get("config", {}), cfg)
@@ -468,6 +487,16 @@ def train(
             raise TrainConfigError(
                 f"{ckpt_path} was trained with a different {bad!r}; use --no-resume or another --out"
             )
+    dc = None
+    if cfg.dc_prior:
+        if state is not None and "dc_prior" in state:
+            dc = (state["dc_prior"]["mean"], state["dc_prior"]["cov"])
+        else:
+            dc = _estimate_dc(source, int(cfg.dc_samples), f, int(cfg.seed) + 3)
+        module: torch.nn.Module = DCPriorUNet(net, dc[0], dc[1], torch.as_tensor(schedule.alphas_cumprod)).to(device)
+    else:
+        module = net
+    if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -490,6 +519,8 @@ def train(
             "rng": {"data": data_gen.get_state(), "train": train_gen.get_state()},
             "config": cfg.to_dict(),
         }
+        if dc is not None:
+            state["dc_prior"] = {"mean": dc[0], "cov": dc[1]}
         tmp = ckpt_path.with_suffix(".pt.tmp")
         torch.save(state, tmp)
         os.replace(tmp, ckpt_path)
@@ -508,7 +539,7 @@ def train(
             x0 = F.pixel_unshuffle(x0, f)
         idx = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=train_gen).to(device)
         noise = torch.randn(x0.shape, generator=train_gen).to(device)
-        terms = training_losses(net, schedule, x0, idx, noise, vb_scale=cfg.vb_scale, autocast_dtype=autocast_dtype,
+        terms = training_losses(module, schedule, x0, idx, noise, vb_scale=cfg.vb_scale, autocast_dtype=autocast_dtype,
                                 dc_weight=float(cfg.dc_weight))
         loss = terms["loss"].mean()
         if not torch.isfinite(loss):
@@ -537,16 +568,18 @@ def train(
 
     weights = None
     if export:
-        weights = _export(cfg, out, ema, source, schedule, step, losses, mses, wall_minutes, finished, device, progress)
+        weights = _export(cfg, out, ema, source, schedule, step, losses, mses, wall_minutes, finished, device,
+                          progress, dc)
     return TrainResult(out, step, finished, _final_stat(losses), _final_stat(mses), wall_minutes, weights)
 
 
 def _export(cfg: TrainConfig, out: Path, ema: UNetModel, source: BatchSource, schedule: DiffusionSchedule,
             step: int, losses: list[float], mses: list[float], wall_minutes: float, finished: bool,
-            device: torch.device, progress: bool) -> Path:
+            device: torch.device, progress: bool, dc: tuple[torch.Tensor, torch.Tensor] | None = None) -> Path:
     from ..models.checkpoints import save_model
 
-    model = apply_wrapper(ema.eval(), {"pixel_unshuffle": int(cfg.pixel_unshuffle)})
+    wrap = {"pixel_unshuffle": int(cfg.pixel_unshuffle), "dc_prior": dc is not None}
+    model = apply_wrapper(ema.eval(), wrap, *(dc or (None, None)), torch.as_tensor(schedule.alphas_cumprod)).to(device)
     n_params = sum(p.numel() for p in ema.parameters())
     metadata = {
         "name": cfg.name,
@@ -556,6 +589,8 @@ def _export(cfg: TrainConfig, out: Path, ema: UNetModel, source: BatchSource, sc
         "resolution": [source.height, source.width],
         "channels": source.channels,
         "parameters": int(n_params),
+        "dc_prior": dc is not None,
+        "pixel_unshuffle": int(cfg.pixel_unshuffle),
         "steps": int(step),
         "finished": bool(finished),
         "final_loss": round(_final_stat(losses), 6),
