@@ -109,7 +109,7 @@ def test_overrides_and_bad_presets(tiny_models):
 
 
 def test_shipped_presets_parse():
-    for name in ("motion_deblur", "paper_motion_ffhq", "paper_gaussian_ffhq", "paper_turbulence_ffhq"):
+    for name in ("motion_deblur", "turbulence", "paper_motion_ffhq", "paper_gaussian_ffhq", "paper_turbulence_ffhq"):
         cfg = load_preset(name)
         assert "image" in cfg["priors"] and cfg["operator"]["name"] in ("blind_blur", "turbulence")
 

@@ -156,7 +156,11 @@ def solve(
             continue
         size = getattr(net, "image_size", None)
         hw = tuple(shapes[name][-2:])
-        if any(s % m for s in hw) or (size and hw != (size, size)):
+        declared = getattr(operator, "unknowns", {}).get(name)
+        image_sized = declared is not None and -1 in tuple(declared.shape)[-2:]
+        if image_sized and any(s % m for s in hw):
+            raise ValueError(f"the {name} prior needs sizes divisible by {m}, the operator's {name} is {hw[0]}x{hw[1]}")
+        if not image_sized and (any(s % m for s in hw) or (size and hw != (size, size))):
             raise ValueError(
                 f"the {name} prior was trained on {size}x{size} values but the operator's {name} is "
                 f"{hw[0]}x{hw[1]}; use a matching size or a flat prior (model: flat)"
