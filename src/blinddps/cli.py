@@ -130,9 +130,9 @@ outputs, per image in OUT/<name>/ (or in OUT/ for a single input file):
 
 Results that exist are skipped (re-running resumes an interrupted run); files that
 exist without their summary.json are never replaced unless --overwrite is given.
---boundary valid (the default for deblur) models a photo whose scene continues past
-its frame; zero is the paper's zero-padded model (right for data made by
-`blinddps simulate`).
+--boundary valid (the default) models a photo whose scene continues past its frame
+(the picture is estimated K-1 pixels larger and cropped back); zero is the paper's
+zero-padded model (right for data made by `blinddps simulate`).
 
 scale out over GPUs (or CPU processes), one input shard per process:
   torchrun --nproc-per-node 4 -m blinddps {cmd} photos/ --out results/
@@ -189,7 +189,7 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
                    help="auto = cuda if available (cuda:LOCAL_RANK under torchrun), else cpu")
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="B",
                    help="restore up to B images of the same size together")
-    p.add_argument("--boundary", choices=["valid", "zero"], default="zero" if turb else "valid",
+    p.add_argument("--boundary", choices=["valid", "zero"], default="valid",
                    help="valid: the scene continues past the frame (real photos); zero: zero-padded blur (the paper's model)")
     p.add_argument("--image-model", default=None, metavar="PATH", help="image prior weights (replaces the preset's)")
     p.add_argument("--kernel-model", default=None, metavar="PATH", help="kernel prior weights (replaces the preset's)")
