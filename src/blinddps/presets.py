@@ -127,7 +127,9 @@ def prepare_model(model: torch.nn.Module, device, dtype, runtime: dict) -> torch
     unknown = set(runtime) - {"channels_last", "gradient_checkpointing", "compile"}
     if unknown:
         raise PresetError(f"unknown runtime option {sorted(unknown)[0]!r}")
-    model = model.to(device=device, dtype=dtype)
+    model = model.to(device=device)
+    if dtype != torch.float32:  # weights are float32; keep float64 buffers (schedules) as they are
+        model = model.to(dtype=dtype)
     if runtime.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     if runtime.get("gradient_checkpointing"):
