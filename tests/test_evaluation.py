@@ -229,9 +229,10 @@ def test_turbulence_rows_have_tilt_metrics(tmp_path, tiny_preset):
     preset = {**tiny_preset, "operator": {"name": "turbulence", "kernel_size": 7},
               "priors": {**tiny_preset["priors"], "tilt": flat_tilt}}
     res = R.evaluate("astronaut", degradation="turbulence", size=32, kernel_size=7, std=1.5,
-                     methods=["blurry", "dps_true", "blinddps"], preset=preset, steps=2,
+                     methods=["blurry", "dps_true", "blinddps"], preset=preset,
                      out_dir=tmp_path / "t", progress=False, grid=False)
     by = {r["method"]: r for r in res.rows}
+    assert by["blinddps"]["steps"] == 3 and json.loads(by["blinddps"]["config"])["steps"] == 3  # the preset's
     assert math.isfinite(by["blinddps"]["tilt_rmse"]) and math.isnan(by["dps_true"]["tilt_rmse"])
     assert by["blurry"]["tilt_rms_true"] > 0
     assert "tilt RMSE (px)" in res.table and "tilt RMSE of 0 (px)" in res.table

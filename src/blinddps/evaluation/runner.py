@@ -63,7 +63,7 @@ __all__ = [
 METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps")
 BLIND_METHODS = ("l0_blind", "blinddps")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
-DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "motion_deblur", "turbulence": "paper_turbulence_ffhq"}
+DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "motion_deblur", "turbulence": "turbulence"}
 
 CSV_COLUMNS = [
     "image", "method", "config",
@@ -181,7 +181,8 @@ def _solve(p: Problem, opts: dict, nonblind: bool) -> MethodOutput:
         if p.tilt is not None:
             fixed["tilt"] = p.tilt
     over = dict(s.get("overrides") or {})
-    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1])}})
+    # the measurement is simulated with the 'same' model: the solver must use it too
+    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1]), "mode": "same"}})
     over = _merge(over, opts)
     sol = solve(p.y, s["preset"], steps=s.get("steps"), seed=p.seed, device=s.get("device", "cpu"),
                 fixed=fixed, models=s.get("models"), **over)
@@ -330,7 +331,7 @@ def _preflight(preset, steps, models, overrides, kernel_size: int) -> None:
     from ..presets import build_operator, build_variables, load_preset, merge
 
     cfg = load_preset(preset)
-    over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size)}})
+    over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size), "mode": "same"}})
     if steps is not None:
         over["steps"] = int(steps)
     for nm, path in (models or {}).items():
@@ -459,8 +460,8 @@ def evaluate(
     name such as ``photos``/``ffhq``, image names, a folder, or ``{name: tensor}``).
     ``preset``/``steps``/``models``/``overrides``: how ``dps_true`` and ``blinddps``
     call :func:`blinddps.solve` (default preset per degradation: ``motion_deblur`` for
-    motion and Gaussian blur); the operator's kernel size is always set to
-    ``kernel_size``. ``method_options``: keyword arguments per method (e.g.
+    motion and Gaussian blur, ``turbulence`` for turbulence); the operator's kernel size
+    is always set to ``kernel_size`` and its mode to ``'same'`` (the simulated model). ``method_options``: keyword arguments per method (e.g.
     ``{"tv_true": {"iters": 300}}``). ``max_shift``: the aligned metrics' search
     radius (default ``min(8, size // 8)``). ``threads``: torch threads while running.
     """
@@ -497,6 +498,10 @@ def evaluate(
     items: list[EvalImage] = load_images(images, size=size, limit=limit)
     if any(m in ("dps_true", "blinddps") for m in methods):
         _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
+        if steps is None:  # record (and key the results on) the preset's own step count
+            from ..presets import load_preset
+
+            steps = (overrides or {}).get("steps") or load_preset(preset).get("steps", 1000)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
