@@ -169,3 +169,16 @@ def test_blind_toy_kernel_error_falls_and_residual_reaches_noise(seed):
     final = (res.estimates["kernel"] - k_true).norm().item()
     assert final < 0.4 * errors[0], (errors[0], final)
     assert res.residual_rms.item() < 1.25 * sigma
+
+
+def test_kernel_floor_removes_background_haze():
+    tf0, tf = KernelSimplex(), KernelSimplex(floor=0.05)
+    x = torch.full((2, 1, 9, 9), -0.97)
+    x[:, :, 4, 2:7] = 1.0  # a line on a faint haze
+    k0, k = tf0.to_physical(x), tf.to_physical(x)
+    torch.testing.assert_close(k.sum((1, 2, 3)), torch.ones(2))
+    assert k0[:, :, 0, 0].min() > 0 and (k[:, :, 0, 0] == 0).all()
+    line, line0 = k[:, 0, 4, 2:7].sum(-1), k0[:, 0, 4, 2:7].sum(-1)
+    assert (line > 0.999).all() and (line0 < 0.85).all()
+    with pytest.raises(ValueError):
+        KernelSimplex(floor=1.0)
