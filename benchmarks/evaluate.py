@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     ap.add_argument("--methods", default=None, help="comma-separated (default: the config's)")
     ap.add_argument("--docs", default=None, help="write the section into this Markdown file")
+    ap.add_argument("--notes", default=None, help="a Markdown file whose text is added to the section (a reading)")
     args = ap.parse_args(argv)
 
     cfg = load_eval_config(args.config)
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = (datetime.datetime.now() - t0).total_seconds()
     print(res.table)
     if args.docs:
-        write_section(Path(args.docs), section_text(res, cfg, args, missing, wall, load_before))
+        text = section_text(res, cfg, args, missing, wall, load_before)
+        if args.notes:
+            text += "\n\n" + Path(args.notes).read_text().strip()
+        write_section(Path(args.docs), text)
         print(f"wrote section {SECTION!r} into {args.docs}")
     return 0
 
