@@ -195,7 +195,8 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--kernel-model", default=None, metavar="PATH", help="kernel prior weights (replaces the preset's)")
     if turb:
         p.add_argument("--tilt-model", default=None, metavar="PATH", help="tilt prior weights (replaces the preset's)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="torch CPU threads (default: torch's, capped at the idle cores)")
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision for the networks (CUDA only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -513,6 +514,24 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+def _auto_threads() -> int | None:
+    """CPU threads when none were asked for: torch's default, but no more than the cores
+    that are idle (cores minus the 1-minute load average, at least 1). More threads than
+    free cores is very slow: on this 2-core machine with other work running, two threads
+    took 615 s for the demo that one thread ran in 40 s. None when OMP_NUM_THREADS is set
+    (torchrun sets it) or the load is unknown."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    free = int((os.cpu_count() or 1) - load + 0.5)
+    return max(1, min(torch.get_num_threads(), free))
+
+
 def _progress_ok(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
@@ -662,6 +681,8 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
         device = ctx.device(args.device)
     except (RuntimeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    if args.threads is None and device.type == "cpu":
+        _set_threads(_auto_threads())
     cfg, operator = restore_config(args, task)
     check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite, task)  # every rank checks every job, before any work
     mine = dist.shard(jobs, ctx.rank, ctx.world_size)
