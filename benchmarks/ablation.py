@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict] = {
     "stride, kernel scale ×1/3": {"priors": {"kernel": {"step": {"rule": "stride", "scale": 0.1}}}},
     "stride + EM kernel blend w=0.3": {"priors": {"kernel": {"data_weight": 0.3}}},
     "stride + ℓ0.5 kernel sparsity": {"priors": {"kernel": {"regularizer": {"name": "lp", "weight": 0.05, "power": 0.5}}}},
+    "stride + kernel floor 0.05": {"priors": {"kernel": {"transform": {"name": "kernel_simplex", "floor": 0.05}}}},
     "flat kernel prior": {"priors": {"kernel": {"model": "flat"}}},
 }
 
