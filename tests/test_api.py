@@ -182,3 +182,15 @@ def test_kernel_floor_removes_background_haze():
     assert (line > 0.999).all() and (line0 < 0.85).all()
     with pytest.raises(ValueError):
         KernelSimplex(floor=1.0)
+
+
+def test_image_sized_unknowns_come_back_in_the_measurement_frame(tiny_models, tmp_path):
+    torch.manual_seed(1)
+    tilt = create_model(image_size=16, twochan=True, **TINY)
+    path = str(save_model(tilt, tmp_path / "tilt"))
+    p = preset(tiny_models)
+    p["operator"] = {"name": "turbulence", "kernel_size": 8, "mode": "valid"}
+    p["priors"]["tilt"] = {"model": path, "transform": {"name": "scale", "scale": 2.5}}
+    y = torch.rand(1, 3, 13, 21) * 2 - 1
+    sol = solve(y, p, steps=2)
+    assert sol.image.shape == (1, 3, 13, 21) and sol.params["tilt"].shape == (1, 2, 13, 21)

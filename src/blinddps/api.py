@@ -199,6 +199,10 @@ def solve(
         img = img.mean(dim=1, keepdim=True)
     img = img.reshape(B, num_samples, C, H, W)
     params = {k: v.reshape(B, num_samples, *v.shape[1:])[:, 0] for k, v in result.estimates.items() if k != IMAGE}
+    padded_hw = tuple(result.estimates[IMAGE].shape[-2:])
+    for k, v in params.items():  # image-sized unknowns (e.g. a tilt map): the measurement's frame too
+        if v.dim() >= 3 and tuple(v.shape[-2:]) == padded_hw:
+            params[k] = v[..., offset[0] : offset[0] + H, offset[1] : offset[1] + W]
     for k, v in fixed_rep.items():
         params[k] = v
     t_end = time.perf_counter()

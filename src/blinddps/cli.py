@@ -786,9 +786,7 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
     panels = [("input", figures.to_pil(y1)), ("restored", figures.to_pil(restored)),
               ("kernel", figures.kernel_image(k, None)[0])]
     if "tilt" in sol.params:
-        tilt = sol.params["tilt"][b].detach().cpu().float()
-        oy, ox = operator.image_offset() if hasattr(operator, "image_offset") else (0, 0)
-        tilt = tilt[:, oy : oy + info.height, ox : ox + info.width].contiguous()
+        tilt = sol.params["tilt"][b].detach().cpu().float().contiguous()  # solve() returns the photo's frame
         save_npy(writer.add(d / "tilt.npy"), tilt.numpy())
         _, max_px = figures.save_tilt_png(writer.add(d / "tilt.png"), tilt)
         outputs.update(tilt="tilt.npy", tilt_picture="tilt.png")
