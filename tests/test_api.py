@@ -194,3 +194,12 @@ def test_image_sized_unknowns_come_back_in_the_measurement_frame(tiny_models, tm
     y = torch.rand(1, 3, 13, 21) * 2 - 1
     sol = solve(y, p, steps=2)
     assert sol.image.shape == (1, 3, 13, 21) and sol.params["tilt"].shape == (1, 2, 13, 21)
+
+
+def test_per_measurement_seeds_make_batching_irrelevant(tiny_models):
+    y = torch.rand(2, 3, 16, 16) * 2 - 1
+    both = solve(y, preset(tiny_models), seed=[7, 7])
+    second = solve(y[1:], preset(tiny_models), seed=7)
+    torch.testing.assert_close(both.image[1:], second.image, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 measurements"):
+        solve(y, preset(tiny_models), seed=[1])

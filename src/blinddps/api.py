@@ -59,7 +59,7 @@ def solve(
     preset: str | dict = "motion_deblur",
     *,
     steps: int | str | None = None,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     device: str | torch.device = "cpu",
     num_samples: int = 1,
     fixed: dict[str, torch.Tensor] | None = None,
@@ -77,7 +77,10 @@ def solve(
     (``{"image": "path.safetensors"}``); ``fixed`` holds unknowns at given physical
     values (non-blind); ``overrides`` deep-merge into the preset
     (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
-    ``return_trajectory=N`` keeps the x̂0 estimates every N steps.
+    ``return_trajectory=N`` keeps the x̂0 estimates every N steps. ``seed`` is one int
+    (measurement b of the batch draws stream b of it) or one seed per measurement (each
+    measurement then gets exactly what a batch-1 run with its seed gets, however the
+    inputs are batched).
     ``reference=True`` runs the original implementation's choices for comparison: the
     spatial ``conv2d`` blur, one residual norm over the batch, the ζ_t = √ᾱ_t rule,
     fp32, and one measurement at a time (batch 1).
@@ -87,7 +90,8 @@ def solve(
         y = y.unsqueeze(0) if y.dim() == 3 else y
         ref = dict(operator={"backend": "direct"}, loss_reduction="batch", loss="norm", result="update")
         parts = [
-            solve(y[b : b + 1], preset, steps=steps, seed=seed, device=device, num_samples=1,
+            solve(y[b : b + 1], preset, steps=steps, seed=[seed[b]] if isinstance(seed, (list, tuple)) else seed,
+                  device=device, num_samples=1,
                   fixed={k: v[b : b + 1] if torch.as_tensor(v).shape[0] > 1 else v for k, v in (fixed or {}).items()},
                   models=models, return_trajectory=return_trajectory, amp=False, progress=progress,
                   callback=callback, **merge(overrides, ref))
@@ -168,8 +172,14 @@ def solve(
 
     # one batch entry per (measurement, posterior sample)
     y_rep = y_in.repeat_interleave(num_samples, dim=0)
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != B:
+            raise ValueError(f"got {len(seed)} seeds for {B} measurements")
+        streams = [(int(s), 0) for s in seed]
+    else:
+        streams = [(int(seed), b) for b in range(B)]
     generators = [
-        torch.Generator().manual_seed(_seed_for(seed, b, j)) for b in range(B) for j in range(num_samples)
+        torch.Generator().manual_seed(_seed_for(s, b, j)) for s, b in streams for j in range(num_samples)
     ]
     fixed_rep = {k: torch.as_tensor(v, device=device, dtype=torch.float32) for k, v in (fixed or {}).items()}
     fixed_rep = {k: (v.repeat_interleave(num_samples, 0) if v.shape[0] == B and B > 1 else v) for k, v in fixed_rep.items()}

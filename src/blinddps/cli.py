@@ -721,7 +721,7 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
             t0 = time.perf_counter()
             try:
                 y = torch.cat([r[1] for r in ready])
-                sol = solve(y, preset=cfg, seed=args.seed, device=device, num_samples=args.samples,
+                sol = solve(y, preset=cfg, seed=[args.seed] * y.shape[0], device=device, num_samples=args.samples,
                             amp=args.amp, progress=show and not args.quiet and ctx.is_main)
             except KeyboardInterrupt:
                 raise
@@ -839,8 +839,7 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
             "world_size": ctx.world_size,
         },
         "seed": args.seed,
-        "seed_note": ("each image alone (batch 1) is solved with this seed; in a batch the image at batch_index i "
-                      "draws the sampler's stream i of that seed"),
+        "seed_note": "every image is solved with this seed, alone or batched, with the same result",
         "config": settings.get("config"),
         "residual_rms": residual,
         "residual_note": "RMS of y - A(x, params) on the [-1, 1] scale (about the noise level when the fit is good)",
