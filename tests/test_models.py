@@ -22,13 +22,6 @@ from blinddps.models import (
 from blinddps.models import checkpoints as ck
 from blinddps.models.unet import AttentionBlock
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and the 2 shared cores stay free."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = dict(

@@ -11,13 +11,6 @@ import torch
 from blinddps.models import KNOWN_CHECKPOINTS, create_model, load_model, save_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and the 2 shared cores stay free."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fixture_dir() -> Path | None:
