@@ -240,3 +240,16 @@ def test_list_shipped(tmp_path, monkeypatch):
     save_model(create_model(**TINY), tmp_path / "a")
     (tmp_path / "b.safetensors").write_bytes(b"")
     assert ck.list_shipped() == [tmp_path / "a.safetensors"]
+
+
+def test_load_saved_model_reads_the_shipped_priors():
+    """Shipped priors carry wrapper keys (pixel_unshuffle, dc_prior): the plain loader
+    must hand them over, and each must map a full-resolution input to ε and variance."""
+    shipped = {p.stem: p for p in ck.list_shipped()}
+    assert {"image_photo64", "kernel_motion32", "tilt64"} <= set(shipped)
+    for name, channels, size in (("kernel_motion32", 1, 32), ("tilt64", 2, 32), ("image_photo64", 3, 32)):
+        model = ck.load_saved_model(shipped[name])
+        assert model.metadata["name"] == name
+        with torch.no_grad():
+            out = model(torch.zeros(1, channels, size, size), torch.tensor([500]))
+        assert out.shape == (1, 2 * channels, size, size) and torch.isfinite(out).all()

@@ -288,9 +288,15 @@ def read_saved_config(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str
 
 
 def load_saved_model(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> UNetModel:
-    """Read back a network written by :func:`save_model` (``path`` with or without suffix)."""
+    """Read back a network written by :func:`save_model` (``path`` with or without suffix).
+    A config with wrapper keys (``pixel_unshuffle``, ``dc_prior``: the shipped priors) is
+    handed to :func:`blinddps.models.wrappers.load_saved`."""
+    from .wrappers import WRAPPER_KEYS, load_saved
+
     weights, _ = _pair(path)
     config, metadata = read_saved_config(path)
+    if any(k in config for k in WRAPPER_KEYS):
+        return load_saved(path, device=device)
     model = load_model(weights, config, device=device)
     model.metadata = metadata  # type: ignore[attr-defined]
     return model
