@@ -61,6 +61,13 @@ def _grad_adj(h, v):
     return (np.roll(h, 1, axis=-1) - h) + (np.roll(v, 1, axis=-2) - v)
 
 
+def _fft_terms(im: np.ndarray, k: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The FFT-domain pieces of the half-quadratic solves: Kᴴ·F(im), |K|², |Dh|²+|Dv|²."""
+    K = corr_otf(k, shape)
+    Dh, Dv = diff_otf(shape)
+    return np.conj(K) * rfft2(im), np.abs(K) ** 2, np.abs(Dh) ** 2 + np.abs(Dv) ** 2
+
+
 def l0_deblur_whole(im: np.ndarray, k: np.ndarray, lambda_pixel: float, lambda_grad: float,
                     kappa: float = 2.0, beta_max: float = 8.0, mu_max: float = 1e5) -> np.ndarray:
     """``argmin_S ||k * S - im||^2 + lambda_pixel ||S||_0 + lambda_grad ||grad S||_0``
@@ -70,11 +77,7 @@ def l0_deblur_whole(im: np.ndarray, k: np.ndarray, lambda_pixel: float, lambda_g
     if lambda_pixel <= 0 or lambda_grad <= 0:
         raise ValueError("lambda_pixel and lambda_grad must be positive")
     shape = im.shape
-    K = corr_otf(k, shape)
-    den_k = np.abs(K) ** 2
-    Dh, Dv = diff_otf(shape)
-    den_g = np.abs(Dh) ** 2 + np.abs(Dv) ** 2
-    n1 = np.conj(K) * rfft2(im)
+    n1, den_k, den_g = _fft_terms(im, k, shape)
     S = im.copy()
     beta = 2.0 * lambda_pixel
     while beta < beta_max:
@@ -99,11 +102,7 @@ def l0_restoration(im: np.ndarray, k: np.ndarray, lam: float, kappa: float = 2.0
     periodic ``(C, H, W)`` or ``(H, W)`` image; the gradient support is shared by the
     channels."""
     shape = im.shape[-2:]
-    K = corr_otf(k, shape)
-    den_k = np.abs(K) ** 2
-    Dh, Dv = diff_otf(shape)
-    den_g = np.abs(Dh) ** 2 + np.abs(Dv) ** 2
-    n1 = np.conj(K) * rfft2(im)
+    n1, den_k, den_g = _fft_terms(im, k, shape)
     S = im.copy()
     mu = 2.0 * lam
     while mu < mu_max:
