@@ -45,13 +45,7 @@ def _pad_amount(size: int, multiple: int) -> int:
 
 def prior_multiple(variables) -> int:
     """The factor the image size must be divisible by for the image prior's UNet."""
-    prior = variables[IMAGE].prior
-    model = getattr(prior, "model", None)
-    mult = getattr(model, "size_multiple", None)
-    if mult is not None:
-        return int(mult)
-    levels = len(getattr(model, "channel_mult", (1,))) if model is not None else 1
-    return 2 ** max(levels - 1, 0)
+    return int(getattr(getattr(variables[IMAGE].prior, "model", None), "size_multiple", 1))
 
 
 def solve(
