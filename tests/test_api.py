@@ -201,3 +201,31 @@ def test_per_measurement_seeds_make_batching_irrelevant(tiny_models):
     torch.testing.assert_close(both.image[1:], second.image, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="2 measurements"):
         solve(y, preset(tiny_models), seed=[1])
+
+
+def test_models_are_loaded_once_and_reloaded_when_the_file_changes(tiny_models, monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    from blinddps import presets
+
+    img = tmp_path / "img.safetensors"
+    shutil.copy(tiny_models[0], img)
+    shutil.copy(tiny_models[0].replace(".safetensors", ".yaml"), tmp_path / "img.yaml")
+    presets.clear_model_cache()
+    calls = []
+    real = presets.load_prior_model
+    monkeypatch.setattr(presets, "load_prior_model", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    models = {"image": str(img), "kernel": tiny_models[1]}
+    y = torch.rand(2, 3, 16, 16) * 2 - 1
+    first = solve(y, steps=3, models=models, operator={"kernel_size": 8})
+    again = solve(y, steps=3, models=models, operator={"kernel_size": 8})
+    assert sorted(calls) == sorted([str(img), tiny_models[1]])  # the second solve read no file
+    assert torch.equal(first.image, again.image)
+    solve(y, steps=3, models=models, operator={"kernel_size": 8}, reference=True)  # batch 1 twice: no reload
+    assert len(calls) == 2
+    st = img.stat()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed: read it again
+    solve(y, steps=3, models=models, operator={"kernel_size": 8})
+    assert calls.count(str(img)) == 2 and calls.count(tiny_models[1]) == 1
+    presets.clear_model_cache()

@@ -7,7 +7,9 @@ and handed to the sampler, which never reads a preset.
 from __future__ import annotations
 
 import copy
+import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,59 @@ def prepare_model(model: torch.nn.Module, device, dtype, runtime: dict) -> torch
     return model
 
 
+# Prepared networks, reused across solves (a batch CLI run, reference mode, an evaluation
+# over many images would otherwise re-read and re-prepare them per call). Keyed by what
+# determines the prepared module: the spec, the file's identity (path, size, mtime), the
+# config, device, dtype and runtime options. Priors never modify their network (eval
+# mode, frozen parameters), so sharing one is safe.
+MODEL_CACHE_SIZE = 6
+_MODEL_CACHE: "OrderedDict[tuple, torch.nn.Module]" = OrderedDict()
+
+
+def _model_file(spec: str) -> Path | None:
+    from .models import checkpoints as ck
+
+    try:
+        if spec.startswith("shipped:"):
+            return ck.SHIPPED_DIR / f"{spec.split(':', 1)[1]}.safetensors"
+        if spec.startswith("published:"):
+            info = ck.KNOWN_CHECKPOINTS.get(spec.split(":", 1)[1])
+            return ck.find_checkpoint(info.filename) if info is not None else None
+        return Path(spec).expanduser()
+    except (OSError, ValueError):  # not found: the loader raises the one-line error
+        return None
+
+
+def _cache_key(spec: str, config: dict | None, device, dtype, runtime: dict) -> tuple:
+    path = _model_file(spec)
+    ident: tuple = ()
+    if path is not None and path.is_file():
+        st = path.stat()
+        ident = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return (spec, ident, json.dumps(config, sort_keys=True, default=str), str(torch.device(device)), str(dtype),
+            json.dumps(runtime, sort_keys=True, default=str))
+
+
+def cached_prior_model(spec: str | Path, config: dict | None, device, dtype, runtime: dict) -> torch.nn.Module:
+    """:func:`load_prior_model` + :func:`prepare_model`, remembered for the last
+    :data:`MODEL_CACHE_SIZE` distinct models; a changed file is read again."""
+    key = _cache_key(str(spec), config, device, dtype, runtime)
+    model = _MODEL_CACHE.get(key)
+    if model is None:
+        model = prepare_model(load_prior_model(spec, config), device, dtype, runtime)
+        _MODEL_CACHE[key] = model
+        while len(_MODEL_CACHE) > MODEL_CACHE_SIZE:
+            _MODEL_CACHE.popitem(last=False)
+    else:
+        _MODEL_CACHE.move_to_end(key)
+    return model
+
+
+def clear_model_cache() -> None:
+    """Forget the prepared networks (frees their memory)."""
+    _MODEL_CACHE.clear()
+
+
 def build_variables(
     preset: dict,
     device: torch.device | str = "cpu",
@@ -165,8 +220,7 @@ def build_variables(
         if model_spec == "flat":
             prior = FlatPrior(transform)
         else:
-            model = prepare_model(load_prior_model(model_spec, spec.get("config")), device, dtype,
-                                  preset.get("runtime") or {})
+            model = cached_prior_model(model_spec, spec.get("config"), device, dtype, preset.get("runtime") or {})
             prior = DiffusionPrior(model, sched, transform, clip=spec.get("clip", True),
                                    autocast_dtype=autocast_dtype, name=str(model_spec))
         step = spec.get("step", {}) or {}
