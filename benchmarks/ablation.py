@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict] = {
     "stride + ℓ0.5 kernel sparsity": {"priors": {"kernel": {"regularizer": {"name": "lp", "weight": 0.05, "power": 0.5}}}},
     "stride + kernel floor 0.05": {"priors": {"kernel": {"transform": {"name": "kernel_simplex", "floor": 0.05}}}},
     "flat kernel prior": {"priors": {"kernel": {"model": "flat"}}},
+    "DDIM η=0 (deterministic)": {"method": "ddim", "eta": 0.0},
+    "DDIM η=0.5": {"method": "ddim", "eta": 0.5},
+    "mean of 4 posterior samples": {"num_samples": 4},
 }
 
 

@@ -106,10 +106,18 @@ def test_overrides_and_bad_presets(tiny_models):
         solve(y, bad)
 
 
-def test_shipped_presets_parse():
-    for name in ("motion_deblur", "turbulence", "paper_motion_ffhq", "paper_gaussian_ffhq", "paper_turbulence_ffhq"):
+def test_shipped_presets_parse_and_name_shipped_models():
+    from blinddps.models.checkpoints import list_shipped
+
+    shipped = {p.stem for p in list_shipped()}
+    for name in ("motion_deblur", "gaussian_deblur", "turbulence", "paper_motion_ffhq", "paper_gaussian_ffhq",
+                 "paper_turbulence_ffhq"):
         cfg = load_preset(name)
         assert "image" in cfg["priors"] and cfg["operator"]["name"] in ("blind_blur", "turbulence")
+        for spec in cfg["priors"].values():
+            model = str(spec.get("model", "flat"))
+            if model.startswith("shipped:"):
+                assert model.split(":", 1)[1] in shipped, (name, model)
 
 
 def test_reference_mode_matches_default_on_batch_one(tiny_models):

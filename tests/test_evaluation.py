@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +158,16 @@ def test_runner_writes_outputs_and_resumes(tmp_path, tiny_preset, monkeypatch):
     # other sampler settings: only the diffusion rows are redone
     R.evaluate(**{**kw, "steps": 2})
     assert calls["blinddps"] == 4 and calls["tv_true"] == 2
+    # new weights under the same file name: only the diffusion rows are redone
+    img = Path(tiny_preset["priors"]["image"]["model"])
+    saved = img.read_bytes()
+    try:
+        torch.manual_seed(1)
+        save_model(create_model(image_size=16, in_channels=3, **TINY), img.with_suffix(""))
+        R.evaluate(**{**kw, "steps": 2})
+        assert calls["blinddps"] == 6 and calls["tv_true"] == 2
+    finally:
+        img.write_bytes(saved)
     # a different degradation in the same folder is refused
     with pytest.raises(ValueError, match="other settings"):
         R.evaluate(**{**kw, "noise": 0.05})
@@ -212,9 +223,18 @@ def test_cli_config_and_flags(tmp_path, capsys):
 
 
 def test_shipped_eval_configs_parse():
-    for name in ("motion128", "paper_motion", "paper_gaussian", "paper_turbulence"):
+    from blinddps.presets import list_presets
+
+    presets = list_presets()
+    names = [f"{d}{s}" for d in ("motion", "gauss", "turb") for s in (128, 256)]
+    for name in names + ["paper_motion", "paper_gaussian", "paper_turbulence"]:
         cfg = load_eval_config(name)
         assert cfg["degradation"] in R.DEGRADATIONS and set(cfg["methods"]) <= set(R.METHODS)
+        assert cfg["preset"] in presets, name
+    for name in names:
+        cfg = load_eval_config(name)
+        assert (cfg["size"], cfg["kernel_size"], cfg["noise"]) == (int(name[-3:]), 32, 0.02)
+        assert cfg["degradation"] == "motion" or cfg["std"] == 3.0
     m = load_eval_config("motion128")
     assert (m["size"], m["kernel_size"], m["intensity"], m["noise"]) == (128, 32, 0.5, 0.02)
     p = load_eval_config("paper_motion")

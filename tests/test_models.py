@@ -246,8 +246,9 @@ def test_load_saved_model_reads_the_shipped_priors():
     """Shipped priors carry wrapper keys (pixel_unshuffle, dc_prior): the plain loader
     must hand them over, and each must map a full-resolution input to ε and variance."""
     shipped = {p.stem: p for p in ck.list_shipped()}
-    assert {"image_photo64", "kernel_motion32", "tilt64"} <= set(shipped)
-    for name, channels, size in (("kernel_motion32", 1, 32), ("tilt64", 2, 32), ("image_photo64", 3, 32)):
+    assert {"image_photo64", "kernel_motion32", "kernel_gauss32", "tilt64"} <= set(shipped)
+    for name, channels, size in (("kernel_motion32", 1, 32), ("kernel_gauss32", 1, 32), ("tilt64", 2, 32),
+                                 ("image_photo64", 3, 32)):
         model = ck.load_saved_model(shipped[name])
         assert model.metadata["name"] == name
         with torch.no_grad():

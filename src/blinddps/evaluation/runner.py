@@ -63,7 +63,7 @@ __all__ = [
 METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps")
 BLIND_METHODS = ("l0_blind", "blinddps")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
-DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "motion_deblur", "turbulence": "turbulence"}
+DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "gaussian_deblur", "turbulence": "turbulence"}
 
 CSV_COLUMNS = [
     "image", "method", "config",
@@ -289,6 +289,7 @@ def _method_config(method: str, settings: dict, opts: dict) -> str:
             cfg["overrides"] = settings["overrides"]
         if settings.get("models"):
             cfg["models"] = settings["models"]
+        cfg["weights"] = _weights_id(settings["preset"], settings.get("models"))
     if opts:
         cfg["options"] = opts
     return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str) if cfg else ""
@@ -322,6 +323,17 @@ def _preset_models(preset) -> dict[str, str]:
         digest = f" sha256:{_file_digest(path)}" if path is not None and path.is_file() else ""
         out[name] = model + digest
     return out
+
+
+def _weights_id(preset, models: dict | None) -> str:
+    """A digest of the weight files the diffusion methods use, so that a resumed run
+    redoes their rows when a prior's weights change under the same name."""
+    digests = _preset_models(preset)
+    for name, path in (models or {}).items():
+        p = Path(str(path)).expanduser()
+        digests[name] = f"{path} sha256:{_file_digest(p)}" if p.is_file() else str(path)
+    blob = json.dumps(digests, sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
 
 
 def _preflight(preset, steps, models, overrides, kernel_size: int) -> None:
@@ -459,8 +471,8 @@ def evaluate(
     ``images``: anything :func:`~blinddps.evaluation.datasets.load_images` takes (a set
     name such as ``photos``/``ffhq``, image names, a folder, or ``{name: tensor}``).
     ``preset``/``steps``/``models``/``overrides``: how ``dps_true`` and ``blinddps``
-    call :func:`blinddps.solve` (default preset per degradation: ``motion_deblur`` for
-    motion and Gaussian blur, ``turbulence`` for turbulence); the operator's kernel size
+    call :func:`blinddps.solve` (default preset per degradation: ``motion_deblur``,
+    ``gaussian_deblur``, ``turbulence``); the operator's kernel size
     is always set to ``kernel_size`` and its mode to ``'same'`` (the simulated model). ``method_options``: keyword arguments per method (e.g.
     ``{"tv_true": {"iters": 300}}``). ``max_shift``: the aligned metrics' search
     radius (default ``min(8, size // 8)``). ``threads``: torch threads while running.
