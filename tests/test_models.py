@@ -23,7 +23,6 @@ from blinddps.models import checkpoints as ck
 from blinddps.models.unet import AttentionBlock
 
 
-
 TINY = dict(
     image_size=16,
     num_channels=32,

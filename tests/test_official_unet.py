@@ -11,8 +11,6 @@ import torch
 from blinddps.models import KNOWN_CHECKPOINTS, create_model, load_model, save_model
 
 
-
-
 def _fixture_dir() -> Path | None:
     here = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "official"
     if here.is_dir():

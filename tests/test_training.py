@@ -51,8 +51,6 @@ def tiny_config(**over):
     return cfg
 
 
-
-
 @pytest.fixture(scope="module")
 def schedule():
     return DiffusionSchedule.create()

@@ -550,11 +550,13 @@ def _train_hint(name: str) -> str:
 
 def _check_shipped(cfg: dict) -> None:
     from .models.checkpoints import SHIPPED_DIR
+    from .presets import shipped_model_file
 
     for spec in (s.get("model") for s in cfg["priors"].values() if isinstance(s, dict)):
         if isinstance(spec, str) and spec.startswith("shipped:"):
             name = spec.split(":", 1)[1]
-            if not (SHIPPED_DIR / f"{name}.safetensors").is_file() or not (SHIPPED_DIR / f"{name}.yaml").is_file():
+            w = shipped_model_file(name)
+            if not w.is_file() or not w.with_suffix(".yaml").is_file():
                 raise CLIError(f"the shipped prior {name} is missing from {SHIPPED_DIR}; {_train_hint(name)}")
 
 
@@ -995,7 +997,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         find_checkpoint,
         list_shipped,
     )
-    from .presets import list_presets, load_preset
+    from .presets import list_presets, load_preset, shipped_model_file
 
     dirs = default_search_dirs()
     print("Published BlindDPS checkpoints (never downloaded; put the files in one of the folders below):")
@@ -1025,7 +1027,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if not names:
         print("  none")
     for n in names:
-        w = SHIPPED_DIR / f"{n}.safetensors"
+        w = shipped_model_file(n)
         present = w.is_file() and w.with_suffix(".yaml").is_file()
         state = f"present: {w}" if present else "missing; " + _train_hint(n)
         used = f" (used by: {', '.join(users[n])})" if n in users else ""

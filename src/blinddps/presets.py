@@ -95,6 +95,35 @@ def build_operator(spec: dict) -> Any:
 
 
 # --------------------------------------------------------------------------- models
+def shipped_model_file(name: str) -> Path:
+    """Where the shipped prior ``shipped:NAME`` lives (it may not exist)."""
+    from .models import checkpoints as ck
+
+    return ck.SHIPPED_DIR / f"{name}.safetensors"
+
+
+def model_file(spec: str | Path, published: bool = True) -> Path | None:
+    """The local weight file a prior's ``model`` spec names: ``shipped:NAME``, a path, or
+    (``published``) a registered checkpoint found on disk; ``None`` for ``flat`` or
+    when it cannot be resolved (the loader then raises its one-line error)."""
+    from .models import checkpoints as ck
+
+    spec = str(spec)
+    if spec == "flat":
+        return None
+    if spec.startswith("shipped:"):
+        return shipped_model_file(spec.split(":", 1)[1])
+    if spec.startswith("published:"):
+        info = ck.KNOWN_CHECKPOINTS.get(spec.split(":", 1)[1])
+        if not published or info is None:
+            return None
+        try:
+            return ck.find_checkpoint(info.filename)
+        except (OSError, ValueError):
+            return None
+    return Path(spec).expanduser()
+
+
 def load_prior_model(spec: str | Path, config: dict | None = None) -> torch.nn.Module:
     """A prior's network from ``shipped:NAME``, ``published:NAME`` or a file path."""
     from .models import checkpoints as ck
@@ -103,7 +132,7 @@ def load_prior_model(spec: str | Path, config: dict | None = None) -> torch.nn.M
     spec = str(spec)
     if spec.startswith("shipped:"):
         name = spec.split(":", 1)[1]
-        path = ck.SHIPPED_DIR / f"{name}.safetensors"
+        path = shipped_model_file(name)
         if not path.is_file():
             shipped = sorted(p.stem for p in ck.list_shipped())
             raise PresetError(f"no shipped prior named {name!r}; shipped: {', '.join(shipped) or 'none'}")
@@ -152,22 +181,8 @@ MODEL_CACHE_SIZE = 6
 _MODEL_CACHE: "OrderedDict[tuple, torch.nn.Module]" = OrderedDict()
 
 
-def _model_file(spec: str) -> Path | None:
-    from .models import checkpoints as ck
-
-    try:
-        if spec.startswith("shipped:"):
-            return ck.SHIPPED_DIR / f"{spec.split(':', 1)[1]}.safetensors"
-        if spec.startswith("published:"):
-            info = ck.KNOWN_CHECKPOINTS.get(spec.split(":", 1)[1])
-            return ck.find_checkpoint(info.filename) if info is not None else None
-        return Path(spec).expanduser()
-    except (OSError, ValueError):  # not found: the loader raises the one-line error
-        return None
-
-
 def _cache_key(spec: str, config: dict | None, device, dtype, runtime: dict) -> tuple:
-    path = _model_file(spec)
+    path = model_file(spec)
     ident: tuple = ()
     if path is not None and path.is_file():
         st = path.stat()

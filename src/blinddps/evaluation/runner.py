@@ -289,7 +289,7 @@ def _method_config(method: str, settings: dict, opts: dict) -> str:
             cfg["overrides"] = settings["overrides"]
         if settings.get("models"):
             cfg["models"] = settings["models"]
-        cfg["weights"] = _weights_id(settings["preset"], settings.get("models"))
+        cfg["weights"] = settings["weights"]
     if opts:
         cfg["options"] = opts
     return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str) if cfg else ""
@@ -306,8 +306,7 @@ def _file_digest(path: Path) -> str:
 def _preset_models(preset) -> dict[str, str]:
     """The preset's prior models with a digest of each shipped/local weight file."""
     try:
-        from ..models import checkpoints as ck
-        from ..presets import load_preset
+        from ..presets import load_preset, model_file
 
         cfg = load_preset(preset)
     except Exception as exc:  # noqa: BLE001 - provenance only
@@ -315,20 +314,17 @@ def _preset_models(preset) -> dict[str, str]:
     out = {}
     for name, spec in (cfg.get("priors") or {}).items():
         model = str((spec or {}).get("model", "flat"))
-        path = None
-        if model.startswith("shipped:"):
-            path = ck.SHIPPED_DIR / f"{model.split(':', 1)[1]}.safetensors"
-        elif model not in ("flat",) and not model.startswith("published:"):
-            path = Path(model)
+        path = model_file(model, published=False)  # published checkpoints: GBs, named by their registry entry
         digest = f" sha256:{_file_digest(path)}" if path is not None and path.is_file() else ""
         out[name] = model + digest
     return out
 
 
-def _weights_id(preset, models: dict | None) -> str:
-    """A digest of the weight files the diffusion methods use, so that a resumed run
-    redoes their rows when a prior's weights change under the same name."""
-    digests = _preset_models(preset)
+def _weights_id(preset_models: dict[str, str], models: dict | None) -> str:
+    """A digest of the weight files the diffusion methods use (``preset_models`` from
+    :func:`_preset_models`, plus the ``models`` overrides), so that a resumed run redoes
+    their rows when a prior's weights change under the same name."""
+    digests = dict(preset_models)
     for name, path in (models or {}).items():
         p = Path(str(path)).expanduser()
         digests[name] = f"{path} sha256:{_file_digest(p)}" if p.is_file() else str(path)
@@ -544,7 +540,9 @@ def evaluate(
             )
     run_json.write_text(json.dumps(degr, indent=1) + "\n")
 
-    settings = {"preset": preset, "steps": steps, "device": device, "models": models, "overrides": overrides}
+    preset_models = _preset_models(preset) if any(m in ("dps_true", "blinddps") for m in methods) else {}
+    settings = {"preset": preset, "steps": steps, "device": device, "models": models, "overrides": overrides,
+                "weights": _weights_id(preset_models, models)}
     configs = {m: _method_config(m, settings, method_options.get(m, {})) for m in methods}
     done = {(r["image"], r["method"], r.get("config", "")) for r in read_results(csv_path)}
     names = [it.name for it in items]
@@ -626,7 +624,7 @@ def evaluate(
                      "metrics": (f"PSNR/SSIM (scikit-image, data range 2) on outputs clipped to [-1,1] "
                                  f"(blurry: y as is); aligned = best integer shift within +-{max_shift} px "
                                  f"on the crop [m:H-m, m:W-m], m={max_shift}")},
-        "preset_models": _preset_models(preset) if any(m in ("dps_true", "blinddps") for m in methods) else {},
+        "preset_models": preset_models,
         "versions": _versions(),
         "lpips": {"available": lp_ok, "reason": lp_reason, "computed": False},
         "timings": {"this_run_s": time.perf_counter() - t_start,
