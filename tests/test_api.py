@@ -81,6 +81,15 @@ def test_several_samples_give_mean_and_std(tiny_models):
     assert sol.samples.shape == (1, 3, 3, 16, 16)
     torch.testing.assert_close(sol.image, sol.samples.mean(1))
     assert sol.image_std.shape == (1, 3, 16, 16) and (sol.image_std > 0).any()
+    # the kernel is the posterior mean too (still a kernel), each sample's kept
+    ks = sol.param_samples["kernel"]
+    assert ks.shape == (1, 3, 1, 8, 8) and not torch.allclose(ks[:, 0], ks[:, 1])
+    torch.testing.assert_close(sol.params["kernel"], ks.mean(1))
+    torch.testing.assert_close(sol.params["kernel"].sum((-2, -1)), torch.ones(1, 1))
+    # sample j of a multi-sample run is not tied to the one-sample run, but sample 0 is
+    one = solve(y, preset(tiny_models), seed=1)
+    torch.testing.assert_close(one.params["kernel"], ks[:, 0], atol=1e-5, rtol=0)
+    assert one.param_samples == {}
 
 
 def test_fixed_kernel_is_non_blind(tiny_models):

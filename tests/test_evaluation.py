@@ -178,9 +178,31 @@ def test_runner_writes_outputs_and_resumes(tmp_path, tiny_preset, monkeypatch):
         assert len(list(csv.DictReader(fh))) == 2
 
 
+def test_method_variants_run_with_their_own_options(tmp_path):
+    out = tmp_path / "variants"
+    kw = dict(images="astronaut", size=32, kernel_size=7, out_dir=out, progress=False,
+              methods=["blurry", "tv_true", "tv_true:few"], method_options={"tv_true:few": {"iters": 2}})
+    res = R.evaluate(**kw)
+    by = {r["method"]: r for r in res.rows}
+    assert set(by) == {"blurry", "tv_true", "tv_true:few"}
+    # two iterations of TV leave the image much closer to the blurry input than 150 do
+    assert abs(float(by["tv_true:few"]["psnr"]) - float(by["blurry"]["psnr"])) < \
+        abs(float(by["tv_true"]["psnr"]) - float(by["blurry"]["psnr"]))
+    assert json.loads(by["tv_true:few"]["config"]) == {"options": {"iters": 2}}
+    assert (out / "outputs" / "astronaut" / "tv_true_few.npz").is_file()
+    md = (out / "report.md").read_text()
+    assert "| TV (true kernel) [few] |" in md and "| TV (true kernel) |" in md
+    # resumed: the variant is found under its own name
+    assert len(R.evaluate(**kw).ran) == 0
+
+
 def test_runner_rejects_bad_input_in_one_line(tmp_path, tiny_preset):
     cases = [
         (dict(methods=["blurry", "magic"]), "unknown method 'magic'"),
+        (dict(methods=["blurry", "magic:x"]), "unknown method 'magic'"),
+        (dict(methods=["tv_true:"]), "bad method variant"),
+        (dict(methods=["tv_true:a/b"]), "bad method variant"),
+        (dict(methods=["blurry"], method_options={"nope": {}}), "unknown method 'nope'"),
         (dict(degradation="smear"), "unknown degradation"),
         (dict(kernel_size=64), "exceeds the image size"),
         (dict(methods=["blinddps"], preset="no_such_preset"), "unknown preset"),

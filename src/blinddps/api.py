@@ -22,7 +22,9 @@ class Solution:
     ``image`` is (B, C, H, W) in [-1, 1] — the posterior mean over samples when
     ``num_samples > 1`` — and ``image_std`` its per-pixel standard deviation.
     ``params`` holds each estimated or fixed operator parameter in physical units
-    (a kernel sums to 1), of the first posterior sample.
+    (a kernel sums to 1): for ``num_samples > 1`` the mean over the samples, like the
+    image (a mean of kernels is still a kernel), with every sample's value in
+    ``param_samples`` (B, num_samples, ...).
     """
 
     image: torch.Tensor
@@ -32,6 +34,7 @@ class Solution:
     timings: dict[str, float]
     image_std: torch.Tensor | None = None
     samples: torch.Tensor | None = None
+    param_samples: dict[str, torch.Tensor] = field(default_factory=dict)
     trajectory: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
 
@@ -202,11 +205,12 @@ def solve(
     if img.shape[1] != C:
         img = img.mean(dim=1, keepdim=True)
     img = img.reshape(B, num_samples, C, H, W)
-    params = {k: v.reshape(B, num_samples, *v.shape[1:])[:, 0] for k, v in result.estimates.items() if k != IMAGE}
+    per_sample = {k: v.reshape(B, num_samples, *v.shape[1:]) for k, v in result.estimates.items() if k != IMAGE}
     padded_hw = tuple(result.estimates[IMAGE].shape[-2:])
-    for k, v in params.items():  # image-sized unknowns (e.g. a tilt map): the measurement's frame too
-        if v.dim() >= 3 and tuple(v.shape[-2:]) == padded_hw:
-            params[k] = v[..., offset[0] : offset[0] + H, offset[1] : offset[1] + W]
+    for k, v in per_sample.items():  # image-sized unknowns (e.g. a tilt map): the measurement's frame too
+        if v.dim() >= 4 and tuple(v.shape[-2:]) == padded_hw:
+            per_sample[k] = v[..., offset[0] : offset[0] + H, offset[1] : offset[1] + W]
+    params = {k: v.mean(1) for k, v in per_sample.items()}
     for k, v in fixed_rep.items():
         params[k] = v
     t_end = time.perf_counter()
@@ -229,5 +233,6 @@ def solve(
                  "steps": result.steps},
         image_std=img.std(1, unbiased=False) if num_samples > 1 else None,
         samples=img if num_samples > 1 else None,
+        param_samples=per_sample if num_samples > 1 else {},
         trajectory=result.trajectory,
     )

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["mean_metrics", "markdown_table", "markdown_report", "make_grid", "METHOD_LABELS"]
+__all__ = ["mean_metrics", "markdown_table", "markdown_report", "make_grid", "METHOD_LABELS", "method_label"]
 
 METHOD_LABELS = {
     "blurry": "blurry input",
@@ -21,6 +21,15 @@ SHORT_LABELS = {
     "blurry": "blurry", "wiener_true": "Wiener (true k)", "tv_true": "TV (true k)",
     "l0_blind": "L0 blind", "dps_true": "DPS (true k)", "blinddps": "BlindDPS",
 }
+
+
+def method_label(method: str, short: bool = False) -> str:
+    """A method's name in tables and figures; a variant ``base:label`` gets ``[label]``."""
+    base, _, variant = method.partition(":")
+    name = (SHORT_LABELS if short else METHOD_LABELS).get(base, base)
+    return f"{name} [{variant}]" if variant else name
+
+
 _MEAN_KEYS = ["psnr", "ssim", "psnr_aligned", "ssim_aligned", "kernel_mnc", "kernel_mse",
               "blob_floor_mnc", "tilt_rmse", "tilt_rms_true", "residual_rms", "seconds"]
 
@@ -84,7 +93,7 @@ def markdown_table(means: dict[str, dict[str, float]], methods: list[str], degra
         if d is None:
             continue
         cells = [_f(d.get(k), fmt) for _, k, fmt in present]
-        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + f" | {int(d['n'])} |")
+        lines.append(f"| {method_label(m)} | " + " | ".join(cells) + f" | {int(d['n'])} |")
     return "\n".join(lines)
 
 
@@ -178,7 +187,7 @@ def make_grid(out_dir: Path, names: list[str], methods: list[str], rows: list[di
     tile = tile or int(min(max(size, 96), 192))
     cap = 16
     head = 18
-    cols = ["ground truth"] + [SHORT_LABELS.get(m, m) for m in methods]
+    cols = ["ground truth"] + [method_label(m, short=True) for m in methods]
     W = tile * len(cols) + 2 * (len(cols) + 1)
     foot = 16
     H = head + (tile + cap + 2) * len(names) + 2 + foot
@@ -193,7 +202,7 @@ def make_grid(out_dir: Path, names: list[str], methods: list[str], rows: list[di
         top = head + i * (tile + cap + 2)
         cells = [("gt", inp["x"] if inp else None, inp["kernel"] if inp else None, n)]
         for m in methods:
-            o = _load(out_dir / "outputs" / safe(n) / f"{m}.npz")
+            o = _load(out_dir / "outputs" / safe(n) / f"{safe(m)}.npz")
             r = metric.get((n, m))
             txt = ""
             if r is not None:

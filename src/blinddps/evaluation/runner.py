@@ -15,6 +15,10 @@ Methods (:data:`METHODS`):
 * ``dps_true``: non-blind DPS, ``solve(y, preset, fixed={kernel (, tilt)})``;
 * ``blinddps``: ``solve(y, preset)`` (the preset's priors estimate everything).
 
+A method name may carry a variant label, ``method:label`` (e.g. ``blinddps:mean4``
+with ``method_options={"blinddps:mean4": {"num_samples": 4}}``): it runs ``method``
+with its own options, so that one report holds several configurations of a method.
+
 Restored images are clipped to [-1, 1] before the metrics (the blurry row is not).
 PSNR/SSIM are reported raw and *aligned*: at the best integer shift within
 ``±max_shift`` px, on the crop ``[m:H-m, m:W-m]`` (a blind method recovers the image
@@ -58,11 +62,13 @@ __all__ = [
     "evaluate",
     "degrade",
     "read_results",
+    "method_base",
 ]
 
 METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps")
 BLIND_METHODS = ("l0_blind", "blinddps")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
+DIFFUSION_METHODS = ("dps_true", "blinddps")
 DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "gaussian_deblur", "turbulence": "turbulence"}
 
 CSV_COLUMNS = [
@@ -214,6 +220,19 @@ METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
 }
 
 
+def method_base(method: str) -> str:
+    """The method a name runs: ``blinddps:mean4`` -> ``blinddps`` (see the module doc)."""
+    return method.split(":", 1)[0]
+
+
+def _check_method_name(method: str) -> None:
+    base, _, label = method.partition(":")
+    if base not in METHOD_FUNCS:
+        raise ValueError(f"unknown method {base!r}; choose from {', '.join(METHOD_FUNCS)}")
+    if ":" in method and (not label or not all(c.isalnum() or c in "-_." for c in label)):
+        raise ValueError(f"bad method variant {method!r}: write method:label, the label of letters, digits, '-', '_' or '.'")
+
+
 def _merge(a: dict, b: dict) -> dict:
     from ..presets import merge
 
@@ -283,7 +302,7 @@ def _preset_id(preset) -> str:
 
 def _method_config(method: str, settings: dict, opts: dict) -> str:
     cfg: dict[str, Any] = {}
-    if method in ("dps_true", "blinddps"):
+    if method_base(method) in DIFFUSION_METHODS:
         cfg = {"preset": _preset_id(settings["preset"]), "steps": settings.get("steps")}
         if settings.get("overrides"):
             cfg["overrides"] = settings["overrides"]
@@ -479,9 +498,8 @@ def evaluate(
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ValueError("no methods given")
-    unknown = [m for m in methods if m not in METHOD_FUNCS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_FUNCS)}")
+    for m in methods:
+        _check_method_name(m)
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
     for nm, v, lo in (("size", size, 8), ("kernel_size", kernel_size, 3)):
@@ -499,12 +517,12 @@ def evaluate(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     max_shift = int(max_shift) if max_shift is not None else max(1, min(8, size // 8))
     method_options = dict(method_options or {})
-    bad = [m for m in method_options if m not in METHOD_FUNCS]
-    if bad:
-        raise ValueError(f"method_options for unknown method {bad[0]!r}")
+    for m in method_options:
+        _check_method_name(m)
     preset = preset if preset is not None else DEFAULT_PRESETS[degradation]
     items: list[EvalImage] = load_images(images, size=size, limit=limit)
-    if any(m in ("dps_true", "blinddps") for m in methods):
+    diffusion = any(method_base(m) in DIFFUSION_METHODS for m in methods)
+    if diffusion:
         _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
         if steps is None:  # record (and key the results on) the preset's own step count
             from ..presets import load_preset
@@ -540,7 +558,7 @@ def evaluate(
             )
     run_json.write_text(json.dumps(degr, indent=1) + "\n")
 
-    preset_models = _preset_models(preset) if any(m in ("dps_true", "blinddps") for m in methods) else {}
+    preset_models = _preset_models(preset) if diffusion else {}
     settings = {"preset": preset, "steps": steps, "device": device, "models": models, "overrides": overrides,
                 "weights": _weights_id(preset_models, models)}
     configs = {m: _method_config(m, settings, method_options.get(m, {})) for m in methods}
@@ -573,12 +591,12 @@ def evaluate(
             for m in pending:
                 counter += 1
                 t0 = time.perf_counter()
-                res = METHOD_FUNCS[m](prob, dict(method_options.get(m, {})))
+                res = METHOD_FUNCS[method_base(m)](prob, dict(method_options.get(m, {})))
                 secs = time.perf_counter() - t0
                 row = {"image": it.name, "method": m, "config": configs[m], "seconds": secs,
                        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 row.update(_metrics(res, prob, m, max_shift, floor, tilt_rms))
-                _save_npz(img_dir / f"{m}.npz", image=res.image.detach().cpu()[0].float(),
+                _save_npz(img_dir / f"{_safe(m)}.npz", image=res.image.detach().cpu()[0].float(),
                           kernel=None if res.kernel is None else res.kernel.detach().cpu().reshape(res.kernel.shape[-2:]),
                           tilt=None if res.tilt is None else res.tilt.detach().cpu()[0])
                 _append_row(csv_path, row)
