@@ -90,6 +90,14 @@ def test_several_samples_give_mean_and_std(tiny_models):
     one = solve(y, preset(tiny_models), seed=1)
     torch.testing.assert_close(one.params["kernel"], ks[:, 0], atol=1e-5, rtol=0)
     assert one.param_samples == {}
+    # a preset may set its own sample count; the argument wins
+    p = preset(tiny_models)
+    p["num_samples"] = 3
+    torch.testing.assert_close(solve(y, p, seed=1).image, sol.image)
+    assert solve(y, p, seed=1, num_samples=1).samples is None
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples must be a positive int"):
+            solve(y, preset(tiny_models), num_samples=bad)
 
 
 def test_fixed_kernel_is_non_blind(tiny_models):

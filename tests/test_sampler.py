@@ -1,6 +1,7 @@
 """The parallel sampler on problems with known answers."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from blinddps.diffusion import DiffusionSchedule
@@ -159,3 +160,39 @@ def test_flat_prior_alone_fits_the_data_by_gradient_steps():
                  schedule=DiffusionSchedule.create(300), generator=g)
     assert res.residual_rms.max() < 0.02
     torch.testing.assert_close(res.estimates["image"], x_true, atol=0.03, rtol=0)
+
+
+def test_step_rule_size_scaling_cancels_the_norm_loss_size_dependence():
+    """With the loss ‖y − k⋆x‖ the per-value gradient on the image shrinks as M^-1/2 and
+    on the kernel grows as M^1/2 (M measurement values): size_power ±1/2 undoes both."""
+    from blinddps.operators import conv_same
+
+    sched = DiffusionSchedule.create(10)
+    idx = torch.tensor([5])
+    img_rule, k_rule = StepRule("stride", 1.0, 0.5, 3 * 64 * 64), StepRule("stride", 0.3, -0.5, 3 * 64 * 64)
+    steps = {}
+    for n in (64, 128, 256):
+        g = torch.Generator().manual_seed(n)
+        # a smooth random image (white noise blurred) and a kernel off by a shift
+        x = conv_same(torch.randn(1, 3, n, n, generator=g), torch.full((1, 1, 5, 5), 1 / 25)) * 3
+        k_true = torch.zeros(1, 1, 7, 7)
+        k_true[..., 3, 1:6] = 0.2
+        y = conv_same(x, k_true) + 0.02 * torch.randn(1, 3, n, n, generator=g)
+        k = torch.roll(k_true, 1, -1).requires_grad_(True)
+        xe = x.clone().requires_grad_(True)
+        gx, gk = torch.autograd.grad((y - conv_same(xe, k)).flatten().norm(), [xe, k])
+        m = y[0].numel()
+        steps[n] = ((img_rule(sched, idx, xe, m) * gx).pow(2).mean().sqrt().item(),
+                    (k_rule(sched, idx, k, m) * gk).pow(2).mean().sqrt().item(),
+                    gx.pow(2).mean().sqrt().item(), gk.pow(2).mean().sqrt().item())
+    for n in (128, 256):
+        f = n // 64  # sqrt of the size ratio
+        # raw gradients follow the power laws ...
+        assert abs(steps[n][2] / steps[64][2] * f - 1) < 0.15
+        assert abs(steps[n][3] / steps[64][3] / f - 1) < 0.15
+        # ... and the scaled steps do not depend on the size
+        assert abs(steps[n][0] / steps[64][0] - 1) < 0.15 and abs(steps[n][1] / steps[64][1] - 1) < 0.15
+    # size_power 0 (the default) ignores the size; ζ scales exactly as (M/ref)^p
+    plain = StepRule("stride", 1.0)
+    assert torch.equal(plain(sched, idx, x, 10**6), plain(sched, idx, x))
+    assert img_rule(sched, idx, x, 4 * 3 * 64 * 64).item() == pytest.approx(2 * img_rule(sched, idx, x, 3 * 64 * 64).item())

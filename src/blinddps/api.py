@@ -58,7 +58,7 @@ def solve(
     steps: int | str | None = None,
     seed: int | list[int] = 0,
     device: str | torch.device = "cpu",
-    num_samples: int = 1,
+    num_samples: int | None = None,
     fixed: dict[str, torch.Tensor] | None = None,
     models: dict[str, str] | None = None,
     return_trajectory: int = 0,
@@ -70,7 +70,8 @@ def solve(
 ) -> Solution:
     """Solve ``y`` (B, C, H, W) or (C, H, W) in [-1, 1] with the preset's operator and priors.
 
-    ``steps`` respaces every prior; ``models`` replaces priors' networks by name
+    ``steps`` respaces every prior; ``num_samples`` posterior samples per measurement
+    are drawn in one batch and averaged (default: the preset's ``num_samples``, else 1); ``models`` replaces priors' networks by name
     (``{"image": "path.safetensors"}``); ``fixed`` holds unknowns at given physical
     values (non-blind); ``overrides`` deep-merge into the preset
     (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
@@ -111,8 +112,11 @@ def solve(
         for name, path in models.items():
             over["priors"].setdefault(name, {})["model"] = str(path)
     cfg = merge(cfg, over)
-    if num_samples < 1:
-        raise ValueError("num_samples must be at least 1")
+    if num_samples is None:
+        num_samples = cfg.get("num_samples", 1)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    num_samples = int(num_samples)
 
     y = torch.as_tensor(y)
     if y.dim() == 3:

@@ -183,8 +183,9 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
                    help="diffusion steps (default: the preset's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed")
-    p.add_argument("--samples", type=_positive_int, default=1, metavar="N",
-                   help="posterior samples per image: the result is their mean; N > 1 adds std.png")
+    p.add_argument("--samples", type=_positive_int, default=None, metavar="N",
+                   help="posterior samples per image: the result is their mean; N > 1 adds std.png "
+                        "(default: the preset's num_samples)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = cuda if available (cuda:LOCAL_RANK under torchrun), else cpu")
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="B",
@@ -826,7 +827,7 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
             "kernel_size": list(operator.kernel_size),
             "steps": steps,
             "seed": args.seed,
-            "samples": args.samples,
+            "samples": settings.get("num_samples"),
             "batch_size": args.batch_size,
             "batch_index": b,
             "batch_count": batch,

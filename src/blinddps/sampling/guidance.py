@@ -26,20 +26,35 @@ class StepRule:
       the whole trajectory stays that of the 1000-step run whatever N is; the
       original's rule at 100 steps applies a tenth of it (DESIGN.md measured that
       the original rule fails at 100 steps, and a ≈10× larger scale works).
+
+    ``size_power`` ≠ 0 multiplies ζ_t by ``(M / ref_size) ** size_power``, M the number
+    of measurement values per sample. With the norm loss ‖r‖ the gradient on each
+    value of a variable the size of the measurement (an image, a tilt map) shrinks as
+    M^-1/2, while the gradient on a variable of fixed size (a kernel) sums over the
+    whole measurement and grows as M^1/2; powers +1/2 and -1/2 keep a scale tuned at
+    ``ref_size`` equally strong at other sizes (docs/benchmarks.md measured it).
     """
 
     rule: str = "original"
     scale: float = 1.0
+    size_power: float = 0.0
+    ref_size: int = 3 * 128 * 128
 
     def __post_init__(self) -> None:
         if self.rule not in STEP_RULES:
             raise ValueError(f"unknown step rule {self.rule!r}; choose one of {', '.join(STEP_RULES)}")
+        if not self.ref_size > 0:
+            raise ValueError(f"ref_size must be positive, got {self.ref_size!r}")
 
-    def __call__(self, schedule: DiffusionSchedule, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def __call__(self, schedule: DiffusionSchedule, idx: torch.Tensor, like: torch.Tensor,
+                 measurement_size: int | None = None) -> torch.Tensor:
         shape = (-1,) + (1,) * (like.dim() - 1)
+        scale = self.scale
+        if self.size_power and measurement_size is not None:
+            scale = scale * (measurement_size / self.ref_size) ** self.size_power
         if self.rule == "constant":
-            return torch.full((like.shape[0],), self.scale, dtype=like.dtype, device=like.device).view(shape)
-        zeta = self.scale * schedule.sqrt_alpha_bar(idx, like)
+            return torch.full((like.shape[0],), scale, dtype=like.dtype, device=like.device).view(shape)
+        zeta = scale * schedule.sqrt_alpha_bar(idx, like)
         if self.rule == "stride":
             zeta = zeta * (schedule.base_num_timesteps / schedule.num_steps)
         return zeta

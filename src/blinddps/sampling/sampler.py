@@ -184,7 +184,7 @@ def sample(
             s = v.prior.schedule or sched
             proposal = v.prior.propose(out, states[n], idx, noise, method, eta)
             if g is not None:
-                proposal = proposal - v.step(s, idx, proposal) * g
+                proposal = proposal - v.step(s, idx, proposal, y[0].numel()) * g
             states[n] = proposal.detach()
 
         info = {"i": i, "step": n_steps - 1 - i, "residual": residual, "x0": {n: o.x0.detach() for n, o in outs.items()}}
