@@ -196,6 +196,25 @@ def test_method_variants_run_with_their_own_options(tmp_path):
     assert len(R.evaluate(**kw).ran) == 0
 
 
+def test_an_edited_preset_file_redoes_the_diffusion_rows(tmp_path, tiny_preset, monkeypatch):
+    import yaml
+
+    calls = _counting(monkeypatch)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(tiny_preset))
+    kw = dict(images="astronaut", size=32, kernel_size=7, out_dir=tmp_path / "o", progress=False, grid=False,
+              methods=["blurry", "blinddps"], preset=str(path))
+    R.evaluate(**kw)
+    R.evaluate(**kw)
+    assert calls == {"blurry": 1, "blinddps": 1}
+    # same name, same step count, another guidance scale: the old rows are not reused
+    edited = {**tiny_preset, "priors": {**tiny_preset["priors"], "image": {
+        **tiny_preset["priors"]["image"], "step": {"rule": "stride", "scale": 0.2}}}}
+    path.write_text(yaml.safe_dump(edited))
+    R.evaluate(**kw)
+    assert calls == {"blurry": 1, "blinddps": 2}
+
+
 def test_runner_rejects_bad_input_in_one_line(tmp_path, tiny_preset):
     cases = [
         (dict(methods=["blurry", "magic"]), "unknown method 'magic'"),

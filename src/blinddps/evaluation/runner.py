@@ -294,10 +294,16 @@ def _threads(n: int | None):
 
 
 def _preset_id(preset) -> str:
-    if isinstance(preset, dict):
-        blob = json.dumps(preset, sort_keys=True, default=str).encode()
-        return f"{preset.get('name', 'dict')}#{hashlib.sha1(blob).hexdigest()[:8]}"
-    return str(preset)
+    """The preset's name and a digest of its content, so that results of an edited
+    preset file are not taken for the current ones on resume."""
+    if not isinstance(preset, dict):
+        from ..presets import load_preset
+
+        name, preset = str(preset), load_preset(preset)
+    else:
+        name = preset.get("name", "dict")
+    blob = json.dumps(preset, sort_keys=True, default=str).encode()
+    return f"{name}#{hashlib.sha1(blob).hexdigest()[:8]}"
 
 
 def _method_config(method: str, settings: dict, opts: dict) -> str:
