@@ -232,6 +232,8 @@ def test_bad_input_gives_one_line_and_exit_code(tiny, tmp_path, capsys, case, mo
 
 def test_missing_shipped_prior_says_how_to_train(tmp_path, capsys, monkeypatch):
     import blinddps.models.checkpoints as ck
+    from blinddps.presets import load_preset
+    from blinddps.presets import load_preset
 
     monkeypatch.setattr(ck, "SHIPPED_DIR", tmp_path / "weights")
     Image.fromarray((RNG.random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
@@ -334,6 +336,7 @@ def test_models_lists_checkpoints_and_shipped_priors(capsys):
 def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
     """The demo's code path, with random weights of the shipped priors' shapes."""
     import blinddps.models.checkpoints as ck
+    from blinddps.presets import load_preset
     from blinddps.models.wrappers import build_model
 
     load_config = pytest.importorskip("blinddps.training.trainer").load_config
@@ -354,7 +357,10 @@ def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
         assert Image.open(d / "restored.png").size == (128, 128)
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert s["command"] == "demo" and set(s["metrics"]) == set(cli.DEMO_SAMPLES)
-    assert run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)[0] == 0  # re-running replaces a demo
+    assert s["steps"] == 2 and s["num_samples"] == load_preset(cli.DEMO_PRESET)["num_samples"]
+    # re-running replaces a demo
+    assert run(["demo", "--out", tmp_path / "demo", "--steps", 2, "--samples", 1], capsys)[0] == 0
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["num_samples"] == 1
     (tmp_path / "demo" / "summary.json").write_text('{"command": "deblur"}')
     rc, out, err = run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)
     assert rc == 2 and "not from an earlier demo" in one_error_line(err)

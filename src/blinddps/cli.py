@@ -35,7 +35,6 @@ SIMULATE_OUTPUTS = (
     "blurry.png", "sharp.png", "kernel.npy", "kernel.png", "tilt.npy", "tilt.png", "comparison.png", "summary.json",
 )
 DEMO_SAMPLES = ("astronaut", "coffee")
-DEMO_STEPS = 250
 DEMO_PRESET = "motion_deblur"
 
 
@@ -277,7 +276,10 @@ def _add_demo(sub) -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--steps", type=_positive_int, default=DEMO_STEPS, metavar="N", help="diffusion steps")
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="diffusion steps (default: the preset's)")
+    p.add_argument("--samples", type=_positive_int, default=None, metavar="N",
+                   help="posterior samples averaged per photo (default: the preset's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed (kernels, noise, sampler)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
@@ -1096,9 +1098,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     kernels = motion_kernels(len(DEMO_SAMPLES), 32, 0.5, generator=g)
     y = GaussianNoise(0.02)(conv_same(x, kernels), generator=g)
+    steps = args.steps or cfg.get("steps", 1000)
+    samples = args.samples or cfg.get("num_samples", 1)
     print(f"demo: deblurring {len(DEMO_SAMPLES)} blurred 128x128 photos ({', '.join(DEMO_SAMPLES)}) with the "
-          f"{DEMO_PRESET} preset, {args.steps} steps on {device}, {torch.get_num_threads()} thread(s) ...", flush=True)
-    sol = solve(y, preset=cfg, steps=args.steps, seed=args.seed, device=device,
+          f"{DEMO_PRESET} preset, {steps} steps, mean of {samples} sample(s) on {device}, "
+          f"{torch.get_num_threads()} thread(s) ...", flush=True)
+    sol = solve(y, preset=cfg, steps=steps, seed=args.seed, device=device, num_samples=samples,
                 progress=_progress_ok(args.quiet))
     (out / "summary.json").unlink(missing_ok=True)  # the folder is incomplete until the new summary is written
     results = {}
@@ -1135,7 +1140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"(centred-blob floor {m['kernel_blob_floor_mnc']:.3f})")
     total = time.perf_counter() - t_start
     save_json(out / "summary.json", {
-        "command": "demo", "created": _now(), "preset": DEMO_PRESET, "steps": args.steps, "seed": args.seed,
+        "command": "demo", "created": _now(), "preset": DEMO_PRESET, "steps": steps, "num_samples": samples, "seed": args.seed,
         "device": device, "threads": torch.get_num_threads(), "samples": list(DEMO_SAMPLES),
         "degradation": {"kernel": "motion, 32x32, intensity 0.5", "noise": 0.02, "model": "same, zero padding"},
         "metrics": results,
