@@ -209,10 +209,11 @@ def test_an_edited_preset_file_redoes_the_diffusion_rows(tmp_path, tiny_preset, 
     assert calls == {"blurry": 1, "blinddps": 1}
     # same name, same step count, another guidance scale: the old rows are not reused
     edited = {**tiny_preset, "priors": {**tiny_preset["priors"], "image": {
-        **tiny_preset["priors"]["image"], "step": {"rule": "stride", "scale": 0.2}}}}
+        **tiny_preset["priors"]["image"], "step": {"rule": "stride", "scale": 0.2}}}, "num_samples": 2}
     path.write_text(yaml.safe_dump(edited))
     R.evaluate(**kw)
     assert calls == {"blurry": 1, "blinddps": 2}
+    assert "3 steps, mean of 2 posterior samples" in (tmp_path / "o" / "report.md").read_text()
 
 
 def test_runner_rejects_bad_input_in_one_line(tmp_path, tiny_preset):
@@ -268,9 +269,10 @@ def test_shipped_eval_configs_parse():
 
     presets = list_presets()
     names = [f"{d}{s}" for d in ("motion", "gauss", "turb") for s in (128, 256)]
-    for name in names + ["paper_motion", "paper_gaussian", "paper_turbulence"]:
+    for name in names + ["motion128_all", "paper_motion", "paper_gaussian", "paper_turbulence"]:
         cfg = load_eval_config(name)
-        assert cfg["degradation"] in R.DEGRADATIONS and set(cfg["methods"]) <= set(R.METHODS)
+        assert cfg["degradation"] in R.DEGRADATIONS and {R.method_base(m) for m in cfg["methods"]} <= set(R.METHODS)
+        assert set(cfg.get("method_options", {})) <= set(cfg["methods"]), name
         assert cfg["preset"] in presets, name
     for name in names:
         cfg = load_eval_config(name)

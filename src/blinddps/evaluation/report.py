@@ -109,7 +109,9 @@ def markdown_report(header: dict, table: str, rows: list[dict], methods: list[st
         f"{len(s['images'])} images ({', '.join(s['images'])}), {s['size']}x{s['size']}, "
         f"{s['kernel_size']}x{s['kernel_size']} {what}, noise σ = {s['noise']} on [-1, 1], seed {s['seed']}; "
         f"diffusion methods: preset `{s['preset']}`"
-        + (f", {s['steps']} steps" if s.get("steps") else "") + f", device {s['device']}.",
+        + (f", {s['steps']} steps" if s.get("steps") else "")
+        + (f", mean of {s['num_samples']} posterior samples" if (s.get("num_samples") or 1) > 1 else "")
+        + f", device {s['device']}.",
         "",
         table,
         "",

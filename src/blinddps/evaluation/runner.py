@@ -528,12 +528,15 @@ def evaluate(
     preset = preset if preset is not None else DEFAULT_PRESETS[degradation]
     items: list[EvalImage] = load_images(images, size=size, limit=limit)
     diffusion = any(method_base(m) in DIFFUSION_METHODS for m in methods)
+    num_samples = None
     if diffusion:
-        _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
-        if steps is None:  # record (and key the results on) the preset's own step count
-            from ..presets import load_preset
+        from ..presets import load_preset
 
-            steps = (overrides or {}).get("steps") or load_preset(preset).get("steps", 1000)
+        _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
+        cfg = load_preset(preset)
+        if steps is None:  # record (and key the results on) the preset's own step count
+            steps = (overrides or {}).get("steps") or cfg.get("steps", 1000)
+        num_samples = (overrides or {}).get("num_samples") or cfg.get("num_samples", 1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
@@ -627,6 +630,7 @@ def evaluate(
     header = {
         "title": name or f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}",
         "settings": {**degr, "methods": methods, "preset": _preset_id(preset), "steps": steps,
+                     "num_samples": num_samples,
                      "max_shift": max_shift, "device": device, "images": names},
     }
     paths = {"csv": csv_path, "report": out / "report.md", "summary": out / "summary.json",
