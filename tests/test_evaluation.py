@@ -269,7 +269,7 @@ def test_shipped_eval_configs_parse():
 
     presets = list_presets()
     names = [f"{d}{s}" for d in ("motion", "gauss", "turb") for s in (128, 256)]
-    for name in names + ["motion128_all", "paper_motion", "paper_gaussian", "paper_turbulence"]:
+    for name in names + ["motion128_all", "motion128_variants", "paper_motion", "paper_gaussian", "paper_turbulence"]:
         cfg = load_eval_config(name)
         assert cfg["degradation"] in R.DEGRADATIONS and {R.method_base(m) for m in cfg["methods"]} <= set(R.METHODS)
         assert set(cfg.get("method_options", {})) <= set(cfg["methods"]), name
