@@ -121,6 +121,12 @@ def test_overrides_and_bad_presets(tiny_models):
     bad["priors"]["kernel"]["step"] = {"rule": "bogus"}
     with pytest.raises(PresetError, match="step rule"):
         solve(y, bad)
+    for step, msg in (({"rule": "stride", "sacle": 1.0}, "sacle"), ({"ref_size": 0}, "ref_size"),
+                      ({"scale": "big"}, "big")):
+        bad["priors"]["kernel"]["step"] = step
+        with pytest.raises(PresetError, match=msg) as err:
+            solve(y, bad)
+        assert "\n" not in str(err.value)
 
 
 def test_shipped_presets_parse_and_name_shipped_models():

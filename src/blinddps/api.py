@@ -71,9 +71,10 @@ def solve(
     """Solve ``y`` (B, C, H, W) or (C, H, W) in [-1, 1] with the preset's operator and priors.
 
     ``steps`` respaces every prior; ``num_samples`` posterior samples per measurement
-    are drawn in one batch and averaged (default: the preset's ``num_samples``, else 1); ``models`` replaces priors' networks by name
-    (``{"image": "path.safetensors"}``); ``fixed`` holds unknowns at given physical
-    values (non-blind); ``overrides`` deep-merge into the preset
+    are drawn in one batch and averaged (default: the preset's ``num_samples``, else
+    1); ``models`` replaces priors' networks by name (``{"image": "path.safetensors"}``);
+    ``fixed`` holds unknowns at given physical values (non-blind); ``overrides``
+    deep-merge into the preset
     (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
     ``return_trajectory=N`` keeps the x̂0 estimates every N steps. ``seed`` is one int
     (measurement b of the batch draws stream b of it) or one seed per measurement (each

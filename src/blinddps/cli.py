@@ -183,8 +183,8 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
                    help="diffusion steps (default: the preset's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed")
     p.add_argument("--samples", type=_positive_int, default=None, metavar="N",
-                   help="posterior samples per image: the result is their mean; N > 1 adds std.png "
-                        "(default: the preset's num_samples)")
+                   help="posterior samples per image, run as one batch: the result is their mean; N > 1 adds "
+                        "std.png (default: the preset's num_samples; each sample costs one image's time and memory)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = cuda if available (cuda:LOCAL_RANK under torchrun), else cpu")
     p.add_argument("--batch-size", type=_positive_int, default=1, metavar="B",

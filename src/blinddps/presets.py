@@ -246,8 +246,7 @@ def build_variables(
         try:
             variables[name] = Variable(
                 prior=prior,
-                step=StepRule(step.get("rule", "original"), float(step.get("scale", 1.0)),
-                              float(step.get("size_power", 0.0)), int(step.get("ref_size", 3 * 128 * 128))),
+                step=StepRule(**step),
                 regularizer=Regularizer(**reg) if reg else None,
                 init=init,
                 data_weight=float(spec.get("data_weight", 0.0)),

@@ -43,6 +43,7 @@ class StepRule:
     def __post_init__(self) -> None:
         if self.rule not in STEP_RULES:
             raise ValueError(f"unknown step rule {self.rule!r}; choose one of {', '.join(STEP_RULES)}")
+        self.scale, self.size_power, self.ref_size = float(self.scale), float(self.size_power), int(self.ref_size)
         if not self.ref_size > 0:
             raise ValueError(f"ref_size must be positive, got {self.ref_size!r}")
 
