@@ -309,7 +309,7 @@ def _preset_id(preset) -> str:
 def _method_config(method: str, settings: dict, opts: dict) -> str:
     cfg: dict[str, Any] = {}
     if method_base(method) in DIFFUSION_METHODS:
-        cfg = {"preset": _preset_id(settings["preset"]), "steps": settings.get("steps")}
+        cfg = {"preset": settings["preset_id"], "steps": settings.get("steps")}
         if settings.get("overrides"):
             cfg["overrides"] = settings["overrides"]
         if settings.get("models"):
@@ -568,7 +568,10 @@ def evaluate(
     run_json.write_text(json.dumps(degr, indent=1) + "\n")
 
     preset_models = _preset_models(preset) if diffusion else {}
-    settings = {"preset": preset, "steps": steps, "device": device, "models": models, "overrides": overrides,
+    # hashed only when a diffusion method uses it (loading a preset can fail on missing weights)
+    preset_id = _preset_id(preset) if diffusion else str(preset.get("name", "dict") if isinstance(preset, dict) else preset)
+    settings = {"preset": preset, "preset_id": preset_id, "steps": steps, "device": device, "models": models,
+                "overrides": overrides,
                 "weights": _weights_id(preset_models, models)}
     configs = {m: _method_config(m, settings, method_options.get(m, {})) for m in methods}
     done = {(r["image"], r["method"], r.get("config", "")) for r in read_results(csv_path)}
@@ -629,7 +632,7 @@ def evaluate(
     lp_ok, lp_reason = M.lpips_available()
     header = {
         "title": name or f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}",
-        "settings": {**degr, "methods": methods, "preset": _preset_id(preset), "steps": steps,
+        "settings": {**degr, "methods": methods, "preset": preset_id, "steps": steps,
                      "num_samples": num_samples,
                      "max_shift": max_shift, "device": device, "images": names},
     }
