@@ -568,8 +568,11 @@ def evaluate(
     run_json.write_text(json.dumps(degr, indent=1) + "\n")
 
     preset_models = _preset_models(preset) if diffusion else {}
-    # hashed only when a diffusion method uses it (loading a preset can fail on missing weights)
-    preset_id = _preset_id(preset) if diffusion else str(preset.get("name", "dict") if isinstance(preset, dict) else preset)
+    # only the diffusion methods use the preset: only they are keyed on its content
+    if diffusion:
+        preset_id = _preset_id(preset)
+    else:
+        preset_id = str(preset.get("name", "dict") if isinstance(preset, dict) else preset)
     settings = {"preset": preset, "preset_id": preset_id, "steps": steps, "device": device, "models": models,
                 "overrides": overrides,
                 "weights": _weights_id(preset_models, models)}
