@@ -123,8 +123,9 @@ outputs, per image in OUT/<name>/ (or in OUT/ for a single input file):
 {extra}  comparison.png input | restored | kernel, labelled
   summary.json   input, preset and every setting, seed, versions, timings, residual;
                  written last: its presence marks a complete result
-  With --samples N > 1 also std.png and std.npy (posterior standard deviation,
-  H x W x C, in units of the full intensity range). Several inputs: OUT/index.csv lists
+  With more than one posterior sample (the shipped presets average 4; --samples N)
+  also std.png and std.npy (posterior standard deviation, H x W x C, in units of
+  the full intensity range). Several inputs: OUT/index.csv lists
   every input with status ok|failed|skipped, seconds, residual and error.
 
 Results that exist are skipped (re-running resumes an interrupted run); files that
