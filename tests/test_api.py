@@ -141,6 +141,13 @@ def test_shipped_presets_parse_and_name_shipped_models():
             model = str(spec.get("model", "flat"))
             if model.startswith("shipped:"):
                 assert model.split(":", 1)[1] in shipped, (name, model)
+            StepRule(**spec.get("step", {}))  # every step mapping is a valid rule
+    # the shipped-prior presets: guidance tuned at 128x128 and size-scaled, mean of 4
+    for name in ("motion_deblur", "gaussian_deblur", "turbulence"):
+        cfg = load_preset(name)
+        assert cfg["num_samples"] == 4
+        powers = {k: StepRule(**v["step"]).size_power for k, v in cfg["priors"].items()}
+        assert powers["image"] == 0.5 and powers["kernel"] == -0.5 and powers.get("tilt", 0.5) == 0.5
 
 
 def test_reference_mode_matches_default_on_batch_one(tiny_models):
