@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .presets import build_operator, build_variables, load_preset, merge
+from .presets import build_operator, build_variables, load_preset, merge, sampling_counts
 from .sampling import IMAGE, sample
 
 
@@ -114,7 +114,7 @@ def solve(
             over["priors"].setdefault(name, {})["model"] = str(path)
     cfg = merge(cfg, over)
     if num_samples is None:
-        num_samples = cfg.get("num_samples", 1)
+        _, num_samples = sampling_counts(cfg)
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     num_samples = int(num_samples)

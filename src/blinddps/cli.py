@@ -1076,7 +1076,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .evaluation.metrics import aligned_psnr, blob_floor_mnc, mnc, psnr
     from .io import atomic_write_bytes, encode_png, save_json, save_npy, to_uint
     from .operators import GaussianNoise, conv_same
-    from .presets import load_preset
+    from .presets import load_preset, sampling_counts
     from .simulate import motion_kernels
 
     t_start = _T0
@@ -1099,8 +1099,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     kernels = motion_kernels(len(DEMO_SAMPLES), 32, 0.5, generator=g)
     y = GaussianNoise(0.02)(conv_same(x, kernels), generator=g)
-    steps = args.steps or cfg.get("steps", 1000)
-    samples = args.samples or cfg.get("num_samples", 1)
+    preset_steps, preset_samples = sampling_counts(cfg)
+    steps, samples = args.steps or preset_steps, args.samples or preset_samples
     print(f"demo: deblurring {len(DEMO_SAMPLES)} blurred 128x128 photos ({', '.join(DEMO_SAMPLES)}) with the "
           f"{DEMO_PRESET} preset, {steps} steps, mean of {samples} sample(s) on {device}, "
           f"{torch.get_num_threads()} thread(s) ...", flush=True)

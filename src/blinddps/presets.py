@@ -65,6 +65,16 @@ def load_preset(name_or_path: str | Path | dict) -> dict[str, Any]:
     return data
 
 
+DEFAULT_STEPS = 1000
+DEFAULT_NUM_SAMPLES = 1
+
+
+def sampling_counts(preset: dict) -> tuple[Any, int]:
+    """``(steps, num_samples)`` a loaded preset runs with: its own values, else the
+    defaults (1000 steps, one posterior sample). ``steps`` may be a respacing string."""
+    return preset.get("steps", DEFAULT_STEPS), preset.get("num_samples", DEFAULT_NUM_SAMPLES)
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """Deep-merge ``overrides`` into a copy of ``base`` (None values are ignored)."""
     out = copy.deepcopy(base)
@@ -219,7 +229,7 @@ def build_variables(
     operator: Any = None,
 ) -> dict[str, Variable]:
     """The sampler's variables (image and unknowns) from a preset's ``priors``."""
-    steps = preset.get("steps", 1000)
+    steps, _ = sampling_counts(preset)
     sched = DiffusionSchedule.create(
         steps,
         noise_schedule=preset.get("noise_schedule", "linear"),

@@ -293,17 +293,15 @@ def _threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def _preset_id(preset) -> str:
-    """The preset's name and a digest of its content, so that results of an edited
-    preset file are not taken for the current ones on resume."""
-    if not isinstance(preset, dict):
-        from ..presets import load_preset
+def _preset_name(preset) -> str:
+    return str(preset.get("name", "dict") if isinstance(preset, dict) else preset)
 
-        name, preset = str(preset), load_preset(preset)
-    else:
-        name = preset.get("name", "dict")
-    blob = json.dumps(preset, sort_keys=True, default=str).encode()
-    return f"{name}#{hashlib.sha1(blob).hexdigest()[:8]}"
+
+def _preset_id(preset, cfg: dict) -> str:
+    """The preset's name and a digest of its content ``cfg`` (as loaded), so that
+    results of an edited preset file are not taken for the current ones on resume."""
+    blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return f"{_preset_name(preset)}#{hashlib.sha1(blob).hexdigest()[:8]}"
 
 
 def _method_config(method: str, settings: dict, opts: dict) -> str:
@@ -328,14 +326,10 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _preset_models(preset) -> dict[str, str]:
-    """The preset's prior models with a digest of each shipped/local weight file."""
-    try:
-        from ..presets import load_preset, model_file
+def _preset_models(cfg: dict) -> dict[str, str]:
+    """The (loaded) preset's prior models with a digest of each shipped/local weight file."""
+    from ..presets import model_file
 
-        cfg = load_preset(preset)
-    except Exception as exc:  # noqa: BLE001 - provenance only
-        return {"error": str(exc).splitlines()[0]}
     out = {}
     for name, spec in (cfg.get("priors") or {}).items():
         model = str((spec or {}).get("model", "flat"))
@@ -357,13 +351,13 @@ def _weights_id(preset_models: dict[str, str], models: dict | None) -> str:
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
-def _preflight(preset, steps, models, overrides, kernel_size: int) -> None:
-    """Load the preset and its priors once, so that a missing checkpoint or a prior
-    that does not fit the kernel size fails with one line before anything runs."""
+def _preflight(cfg: dict, steps, models, overrides, kernel_size: int) -> dict:
+    """Build the (loaded) preset's operator and priors once, so that a missing checkpoint
+    or a prior that does not fit the kernel size fails with one line before anything
+    runs. Returns the preset as the diffusion methods will run it (overrides merged)."""
     from ..models.checkpoints import CheckpointError
-    from ..presets import build_operator, build_variables, load_preset, merge
+    from ..presets import build_operator, build_variables, merge
 
-    cfg = load_preset(preset)
     over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size), "mode": "same"}})
     if steps is not None:
         over["steps"] = int(steps)
@@ -381,6 +375,7 @@ def _preflight(preset, steps, models, overrides, kernel_size: int) -> None:
         if nm == "kernel" and size and getattr(net, "size_multiple", None) is not None and size != kernel_size:
             raise ValueError(f"the preset's kernel prior was trained on {size}x{size} kernels, "
                              f"not {kernel_size}x{kernel_size}; set the kernel size to {size} or use a flat prior")
+    return cfg
 
 
 def _versions() -> dict[str, str]:
@@ -529,14 +524,14 @@ def evaluate(
     items: list[EvalImage] = load_images(images, size=size, limit=limit)
     diffusion = any(method_base(m) in DIFFUSION_METHODS for m in methods)
     num_samples = None
+    preset_cfg: dict = {}
     if diffusion:
-        from ..presets import load_preset
+        from ..presets import load_preset, sampling_counts
 
-        _preflight(preset, steps, models, overrides, kernel_size)  # fail now, not after the baselines
-        cfg = load_preset(preset)
-        if steps is None:  # record (and key the results on) the preset's own step count
-            steps = (overrides or {}).get("steps") or cfg.get("steps", 1000)
-        num_samples = (overrides or {}).get("num_samples") or cfg.get("num_samples", 1)
+        preset_cfg = load_preset(preset)
+        run_cfg = _preflight(preset_cfg, steps, models, overrides, kernel_size)  # fail now, not after the baselines
+        # record (and key the results on) the step count the preset runs with
+        steps, num_samples = sampling_counts(run_cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
@@ -567,12 +562,9 @@ def evaluate(
             )
     run_json.write_text(json.dumps(degr, indent=1) + "\n")
 
-    preset_models = _preset_models(preset) if diffusion else {}
+    preset_models = _preset_models(preset_cfg) if diffusion else {}
     # only the diffusion methods use the preset: only they are keyed on its content
-    if diffusion:
-        preset_id = _preset_id(preset)
-    else:
-        preset_id = str(preset.get("name", "dict") if isinstance(preset, dict) else preset)
+    preset_id = _preset_id(preset, preset_cfg) if diffusion else _preset_name(preset)
     settings = {"preset": preset, "preset_id": preset_id, "steps": steps, "device": device, "models": models,
                 "overrides": overrides,
                 "weights": _weights_id(preset_models, models)}
