@@ -127,6 +127,10 @@ def test_overrides_and_bad_presets(tiny_models):
         with pytest.raises(PresetError, match=msg) as err:
             solve(y, bad)
         assert "\n" not in str(err.value)
+    bad = preset(tiny_models)
+    bad["priors"]["kernel"]["data_weight"] = 2
+    with pytest.raises(PresetError, match=r"prior 'kernel': data_weight must be in \[0, 1\]"):
+        solve(y, bad)
 
 
 def test_shipped_presets_parse_and_name_shipped_models():
@@ -148,6 +152,8 @@ def test_shipped_presets_parse_and_name_shipped_models():
         assert cfg["num_samples"] == 4
         powers = {k: StepRule(**v["step"]).size_power for k, v in cfg["priors"].items()}
         assert powers["image"] == 0.5 and powers["kernel"] == -0.5 and powers.get("tilt", 0.5) == 0.5
+    # motion: the EM-style least-squares kernel blend the motion tables measured
+    assert load_preset("motion_deblur")["priors"]["kernel"]["data_weight"] == 0.3
 
 
 def test_reference_mode_matches_default_on_batch_one(tiny_models):

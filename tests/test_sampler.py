@@ -196,3 +196,40 @@ def test_step_rule_size_scaling_cancels_the_norm_loss_size_dependence():
     plain = StepRule("stride", 1.0)
     assert torch.equal(plain(sched, idx, x, 10**6), plain(sched, idx, x))
     assert img_rule(sched, idx, x, 4 * 3 * 64 * 64).item() == pytest.approx(2 * img_rule(sched, idx, x, 3 * 64 * 64).item())
+
+
+class GainWithEstimate(GainOperator):
+    """GainOperator that also offers the least-squares gain given the image."""
+
+    def estimate(self, name, x, y, params):
+        assert name == "gain"
+        return ((x * y).flatten(1).sum(1) / x.flatten(1).pow(2).sum(1)).view(-1, 1, 1, 1)
+
+
+def test_data_weight_blends_the_operator_estimate_into_x0():
+    """EM-style blend: with a flat gain prior and no gradient step the state moves as
+    g ← (1−w)·g + w·ĝ, ĝ the least-squares gain, on the steps i < data_start·N only."""
+    g = torch.Generator().manual_seed(0)
+    x_true = 0.8 * torch.rand(1, 1, 3, 3, generator=g, dtype=torch.float64) + 0.1  # inside the clip
+    op = GainWithEstimate()
+    y = op.forward(x_true, gain=torch.tensor(0.8, dtype=torch.float64))
+    sched = DiffusionSchedule.create(10)
+
+    def run(w, start=1.0, operator=op):
+        variables = {
+            "image": Variable(FlatPrior(), StepRule("constant", 0.0), init=x_true[0]),
+            "gain": Variable(FlatPrior(), StepRule("constant", 0.0), init=torch.full((1, 1, 1), 0.5, dtype=torch.float64),
+                             data_weight=w, data_start=start),
+        }
+        return sample(operator, y, variables, schedule=sched, generator=g).estimates["gain"].item()
+
+    assert run(0.0) == pytest.approx(0.5)  # no gradient, no blend: the gain never moves
+    # the result is x̂0 of the last step: the state after 9 of the 10 blends
+    assert run(0.5) == pytest.approx(0.8 - 0.3 * 0.5**9, abs=1e-12)
+    assert run(1.0) == pytest.approx(0.8, abs=1e-12)
+    # data_start 0.5: blends on steps i = 4..0 only, 4 of them before the last x̂0
+    assert run(0.5, start=0.5) == pytest.approx(0.8 - 0.3 * 0.5**4, abs=1e-12)
+    with pytest.raises(ValueError, match="offers no data estimate"):
+        run(0.5, operator=GainOperator())
+    with pytest.raises(ValueError, match=r"data_weight must be in \[0, 1\]"):
+        Variable(FlatPrior(), data_weight=1.5)

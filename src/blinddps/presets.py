@@ -259,8 +259,8 @@ def build_variables(
                 step=StepRule(**step),
                 regularizer=Regularizer(**reg) if reg else None,
                 init=init,
-                data_weight=float(spec.get("data_weight", 0.0)),
-                data_start=float(spec.get("data_start", 1.0)),
+                data_weight=spec.get("data_weight", 0.0),
+                data_start=spec.get("data_start", 1.0),
             )
         except (TypeError, ValueError) as exc:
             raise PresetError(f"prior {name!r}: {exc}") from None

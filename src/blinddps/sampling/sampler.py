@@ -44,6 +44,13 @@ class Variable:
     data_start: float = 1.0
     """Use the data estimate only for steps with i/N < data_start (i counts down)."""
 
+    def __post_init__(self) -> None:
+        for name in ("data_weight", "data_start"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+            setattr(self, name, value)
+
 
 @dataclass
 class SampleResult:
