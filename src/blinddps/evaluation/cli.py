@@ -84,6 +84,9 @@ def add_evaluate_subparser(subparsers: "argparse._SubParsersAction") -> argparse
     p.add_argument("--steps", type=int, default=None, help="diffusion steps for dps_true and blinddps")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
     p.add_argument("--seed", type=int, default=None, help="seed of kernels, noise and samplers (default 0)")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="another seed for the diffusion methods only: the same measurements, new samples "
+                        "(default: --seed)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default=None, help="cpu or cuda (diffusion methods; default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads while running")
@@ -103,7 +106,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "images": args.images, "degradation": args.degradation, "size": args.size,
         "kernel_size": args.kernel_size, "intensity": args.intensity, "std": args.std,
         "noise": args.noise, "preset": args.preset, "steps": args.steps, "limit": args.limit,
-        "seed": args.seed, "device": args.device, "threads": args.threads,
+        "seed": args.seed, "sampler_seed": args.sampler_seed, "device": args.device, "threads": args.threads,
     }
     for k, v in flags.items():
         if v is not None:

@@ -111,6 +111,7 @@ def markdown_report(header: dict, table: str, rows: list[dict], methods: list[st
         f"diffusion methods: preset `{s['preset']}`"
         + (f", {s['steps']} steps" if s.get("steps") else "")
         + (f", mean of {s['num_samples']} posterior samples" if (s.get("num_samples") or 1) > 1 else "")
+        + (f", sampler seed {s['sampler_seed']}" if s.get("sampler_seed", s["seed"]) != s["seed"] else "")
         + f", device {s['device']}.",
         "",
         table,

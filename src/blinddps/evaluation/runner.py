@@ -313,6 +313,8 @@ def _method_config(method: str, settings: dict, opts: dict) -> str:
         if settings.get("models"):
             cfg["models"] = settings["models"]
         cfg["weights"] = settings["weights"]
+        if settings.get("sampler_seed") is not None:
+            cfg["sampler_seed"] = settings["sampler_seed"]
     if opts:
         cfg["options"] = opts
     return json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str) if cfg else ""
@@ -465,6 +467,7 @@ def evaluate(
     noise: float = 0.02,
     methods: list[str] | tuple[str, ...] | str = ("blurry", "wiener_true", "tv_true", "l0_blind", "blinddps"),
     seed: int = 0,
+    sampler_seed: int | None = None,
     out_dir: str | Path = "eval_out",
     resume: bool = True,
     progress: bool = True,
@@ -492,6 +495,9 @@ def evaluate(
     is always set to ``kernel_size`` and its mode to ``'same'`` (the simulated model). ``method_options``: keyword arguments per method (e.g.
     ``{"tv_true": {"iters": 300}}``). ``max_shift``: the aligned metrics' search
     radius (default ``min(8, size // 8)``). ``threads``: torch threads while running.
+    ``sampler_seed``: base of the diffusion methods' per-image sampler seeds (default
+    ``seed``); another value redraws their samples for the same measurements, to measure
+    the seed-to-seed spread (their rows are keyed on it).
     """
     t_start = time.perf_counter()
     if isinstance(methods, str):
@@ -517,6 +523,10 @@ def evaluate(
     if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     max_shift = int(max_shift) if max_shift is not None else max(1, min(8, size // 8))
+    if sampler_seed is None:
+        sampler_seed = seed
+    if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, (int, np.integer)):
+        raise ValueError(f"sampler_seed must be an int, got {sampler_seed!r}")
     method_options = dict(method_options or {})
     for m in method_options:
         _check_method_name(m)
@@ -567,7 +577,9 @@ def evaluate(
     preset_id = _preset_id(preset, preset_cfg) if diffusion else _preset_name(preset)
     settings = {"preset": preset, "preset_id": preset_id, "steps": steps, "device": device, "models": models,
                 "overrides": overrides,
-                "weights": _weights_id(preset_models, models)}
+                "weights": _weights_id(preset_models, models),
+                # keyed only when it differs, so rows computed before the option still match
+                "sampler_seed": None if int(sampler_seed) == int(seed) else int(sampler_seed)}
     configs = {m: _method_config(m, settings, method_options.get(m, {})) for m in methods}
     done = {(r["image"], r["method"], r.get("config", "")) for r in read_results(csv_path)}
     names = [it.name for it in items]
@@ -590,7 +602,7 @@ def evaluate(
                 continue
             x = it.image[None].float()
             y, k, tilt = degrade(x, it.name, degradation, kernel_size, intensity, std, noise, seed, tilt_options)
-            prob = Problem(it.name, x, y, k, tilt, _seed(seed, it.name, 1), settings)
+            prob = Problem(it.name, x, y, k, tilt, _seed(sampler_seed, it.name, 1), settings)
             img_dir = out / "outputs" / _safe(it.name)
             _save_npz(img_dir / "inputs.npz", x=x[0], y=y[0], kernel=k[0, 0], tilt=None if tilt is None else tilt[0])
             floor = float(M.blob_floor_mnc(k[0, 0]))
@@ -627,7 +639,7 @@ def evaluate(
     lp_ok, lp_reason = M.lpips_available()
     header = {
         "title": name or f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}",
-        "settings": {**degr, "methods": methods, "preset": preset_id, "steps": steps,
+        "settings": {**degr, "sampler_seed": int(sampler_seed), "methods": methods, "preset": preset_id, "steps": steps,
                      "num_samples": num_samples,
                      "max_shift": max_shift, "device": device, "images": names},
     }
