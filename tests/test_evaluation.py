@@ -14,6 +14,7 @@ import torch
 
 from blinddps.evaluation import datasets as D
 from blinddps.evaluation import runner as R
+from blinddps.evaluation.report import output_file
 from blinddps.evaluation.cli import add_evaluate_subparser, load_eval_config, run_evaluate
 from blinddps.evaluation.metrics import psnr
 from blinddps.models.checkpoints import save_model
@@ -155,9 +156,20 @@ def test_runner_writes_outputs_and_resumes(tmp_path, tiny_preset, monkeypatch):
     assert res2.means["blurry"]["psnr"] == pytest.approx(res.means["blurry"]["psnr"])
     R.evaluate(**{**kw, "methods": methods + ["dps_true"]})
     assert calls["dps_true"] == 2 and calls["blurry"] == 2
-    # other sampler settings: only the diffusion rows are redone
-    R.evaluate(**{**kw, "steps": 2})
+    # other sampler settings: only the diffusion rows are redone, and their outputs go
+    # beside the first ones instead of over them
+    first_cfg = next(r["config"] for r in rows if r["method"] == "blinddps" and r["image"] == "astronaut")
+    first_file = out / "outputs" / "astronaut" / output_file("blinddps", first_cfg)
+    first = dict(np.load(first_file))
+    res3 = R.evaluate(**{**kw, "steps": 2})
     assert calls["blinddps"] == 4 and calls["tv_true"] == 2
+    new_cfg = next(r["config"] for r in res3.rows if r["method"] == "blinddps" and r["image"] == "astronaut")
+    assert new_cfg != first_cfg
+    new_out = np.load(out / "outputs" / "astronaut" / output_file("blinddps", new_cfg))
+    again = np.load(first_file)
+    for key in ("image", "kernel"):
+        np.testing.assert_array_equal(again[key], first[key])
+    assert not np.array_equal(new_out["image"], first["image"])
     # new weights under the same file name: only the diffusion rows are redone
     img = Path(tiny_preset["priors"]["image"]["model"])
     saved = img.read_bytes()
@@ -189,7 +201,9 @@ def test_method_variants_run_with_their_own_options(tmp_path):
     assert abs(float(by["tv_true:few"]["psnr"]) - float(by["blurry"]["psnr"])) < \
         abs(float(by["tv_true"]["psnr"]) - float(by["blurry"]["psnr"]))
     assert json.loads(by["tv_true:few"]["config"]) == {"options": {"iters": 2}}
-    assert (out / "outputs" / "astronaut" / "tv_true_few.npz").is_file()
+    cfg = by["tv_true:few"]["config"]
+    assert output_file("tv_true:few", cfg, R._safe).startswith("tv_true_few-")
+    assert (out / "outputs" / "astronaut" / output_file("tv_true:few", cfg, R._safe)).is_file()
     md = (out / "report.md").read_text()
     assert "| TV (true kernel) [few] |" in md and "| TV (true kernel) |" in md
     # resumed: the variant is found under its own name

@@ -1,13 +1,15 @@
 """Reports of an evaluation run: mean tables (Markdown) and a figure grid (Pillow)."""
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["mean_metrics", "markdown_table", "markdown_report", "make_grid", "METHOD_LABELS", "method_label"]
+__all__ = ["mean_metrics", "markdown_table", "markdown_report", "make_grid", "METHOD_LABELS", "method_label",
+           "output_file"]
 
 METHOD_LABELS = {
     "blurry": "blurry input",
@@ -32,6 +34,14 @@ def method_label(method: str, short: bool = False) -> str:
 
 _MEAN_KEYS = ["psnr", "ssim", "psnr_aligned", "ssim_aligned", "kernel_mnc", "kernel_mse",
               "blob_floor_mnc", "tilt_rmse", "tilt_rms_true", "residual_rms", "seconds"]
+
+
+def output_file(method: str, config: str, safe: Callable[[str], str] = lambda s: s) -> str:
+    """The file name (in ``outputs/<image>/``) of a method's stored result for one method
+    config: ``<method>-<hash of the config>.npz``, so that the results of several configs
+    of one method in one folder (other steps, presets, weights or sampler seeds) never
+    overwrite each other."""
+    return f"{safe(method)}-{hashlib.sha1(config.encode()).hexdigest()[:10]}.npz"
 
 
 def _finite(vals) -> list[float]:
@@ -205,8 +215,10 @@ def make_grid(out_dir: Path, names: list[str], methods: list[str], rows: list[di
         top = head + i * (tile + cap + 2)
         cells = [("gt", inp["x"] if inp else None, inp["kernel"] if inp else None, n)]
         for m in methods:
-            o = _load(out_dir / "outputs" / safe(n) / f"{safe(m)}.npz")
             r = metric.get((n, m))
+            o = None if r is None else _load(out_dir / "outputs" / safe(n) / output_file(m, r.get("config", ""), safe))
+            if o is None and r is not None:  # a folder written before outputs were keyed on the config
+                o = _load(out_dir / "outputs" / safe(n) / f"{safe(m)}.npz")
             txt = ""
             if r is not None:
                 txt = f"{float(r['psnr']):.2f} [{float(r['psnr_aligned']):.2f}]"

@@ -30,7 +30,10 @@ Resumable: each (image, method, method config) result is appended to
 ``results.csv`` as soon as it exists; rows already there are skipped on the next run.
 Outputs in ``out_dir``: ``results.csv``, ``report.md``, ``grid.png``,
 ``summary.json``, ``run.json`` (the degradation settings a resumed run must match)
-and ``outputs/<image>/{inputs,<method>}.npz``.
+and ``outputs/<image>/``: ``inputs.npz`` (x, y, the true kernel or tilt) and one
+``<method>-<config hash>.npz`` per method config (image, kernel, tilt;
+:func:`blinddps.evaluation.report.output_file` names it), so that results of
+several configs in one folder never overwrite each other.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from . import report as R
 from .datasets import EvalImage, load_images
 
 __all__ = [
@@ -615,7 +619,7 @@ def evaluate(
                 row = {"image": it.name, "method": m, "config": configs[m], "seconds": secs,
                        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 row.update(_metrics(res, prob, m, max_shift, floor, tilt_rms))
-                _save_npz(img_dir / f"{_safe(m)}.npz", image=res.image.detach().cpu()[0].float(),
+                _save_npz(img_dir / R.output_file(m, configs[m], _safe), image=res.image.detach().cpu()[0].float(),
                           kernel=None if res.kernel is None else res.kernel.detach().cpu().reshape(res.kernel.shape[-2:]),
                           tilt=None if res.tilt is None else res.tilt.detach().cpu()[0])
                 _append_row(csv_path, row)
@@ -631,8 +635,6 @@ def evaluate(
         if r["image"] in names and r["method"] in methods and r.get("config", "") == configs[r["method"]]:
             latest[key] = r
     rows = [latest[(n, m)] for n in names for m in methods if (n, m) in latest]
-
-    from . import report as R
 
     means = R.mean_metrics(rows, methods)
     table = R.markdown_table(means, methods, degradation=degradation, max_shift=max_shift)
