@@ -156,6 +156,28 @@ def test_shipped_presets_parse_and_name_shipped_models():
     assert load_preset("motion_deblur")["priors"]["kernel"]["data_weight"] == 0.3
 
 
+def test_a_preset_can_start_from_another(tmp_path):
+    (tmp_path / "fast.yaml").write_text(
+        "base: motion_deblur\nsteps: 50\npriors:\n  kernel: {data_weight: 0.1}\n")
+    (tmp_path / "faster.yaml").write_text("base: fast.yaml\nnum_samples: 1\n")
+    cfg, ref = load_preset(tmp_path / "faster.yaml"), load_preset("motion_deblur")
+    assert cfg["name"] == "faster" and cfg["steps"] == 50 and cfg["num_samples"] == 1
+    # a deep merge: the kernel prior keeps its model, transform and step rule
+    assert cfg["priors"]["kernel"] == {**ref["priors"]["kernel"], "data_weight": 0.1}
+    assert cfg["priors"]["image"] == ref["priors"]["image"] and cfg["operator"] == ref["operator"]
+    assert "base" not in cfg and load_preset({"base": "motion_deblur", "steps": 7})["steps"] == 7
+    (tmp_path / "loop_a.yaml").write_text("base: loop_b.yaml\n")
+    (tmp_path / "loop_b.yaml").write_text("base: loop_a.yaml\n")
+    with pytest.raises(PresetError, match="comes back to itself"):
+        load_preset(tmp_path / "loop_a.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: no_such_preset\n")
+    with pytest.raises(PresetError, match="unknown preset 'no_such_preset'"):
+        load_preset(tmp_path / "orphan.yaml")
+    (tmp_path / "odd.yaml").write_text("base: [motion_deblur]\n")
+    with pytest.raises(PresetError, match="'base' must be"):
+        load_preset(tmp_path / "odd.yaml")
+
+
 def test_reference_mode_matches_default_on_batch_one(tiny_models):
     """Batch 1: the original's choices (spatial conv2d, batch norm) compute the same
     function as our FFT/per-sample path."""

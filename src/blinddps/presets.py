@@ -44,24 +44,57 @@ def list_presets() -> dict[str, Path]:
 
 
 def load_preset(name_or_path: str | Path | dict) -> dict[str, Any]:
-    """A preset as a dict, from a name in ``configs/``, a YAML path, or a dict."""
+    """A preset as a dict, from a name in ``configs/``, a YAML path, or a dict.
+
+    A preset may start from another: ``base: NAME`` (a preset name, or a YAML path
+    relative to the file) loads that one and deep-merges this one's keys over it, so
+    a variant states only what it changes."""
+    return _load_preset(name_or_path, ())
+
+
+def _find_preset(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    path = Path(name_or_path).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        near = relative_to / path
+        if near.suffix in (".yaml", ".yml") and near.is_file():
+            return near
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    known = list_presets()
+    if str(name_or_path) not in known:
+        raise PresetError(
+            f"unknown preset {str(name_or_path)!r}; known presets: {', '.join(sorted(known)) or 'none'}"
+        )
+    return known[str(name_or_path)]
+
+
+def _load_preset(name_or_path: str | Path | dict, seen: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(name_or_path, dict):
-        return copy.deepcopy(name_or_path)
-    path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        known = list_presets()
-        if str(name_or_path) not in known:
-            raise PresetError(
-                f"unknown preset {str(name_or_path)!r}; known presets: {', '.join(sorted(known)) or 'none'}"
-            )
-        path = known[str(name_or_path)]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PresetError(f"cannot read preset {path}: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict) or "operator" not in data or "priors" not in data:
-        raise PresetError(f"preset {path} must be a mapping with 'operator' and 'priors'")
-    data.setdefault("name", path.stem)
+        data, path = copy.deepcopy(name_or_path), None
+        where = "the preset"
+    else:
+        path = _find_preset(name_or_path, Path(seen[-1]).parent if seen else None)
+        where = f"preset {path}"
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise PresetError(f"cannot read preset {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise PresetError(f"{where} must be a mapping with 'operator' and 'priors'")
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise PresetError(f"{where}: 'base' must be a preset name or a YAML path, got {base!r}")
+        key = str(path.resolve()) if path is not None else "<dict>"
+        if key in seen:
+            raise PresetError(f"{where}: its 'base' chain comes back to itself")
+        parent = _load_preset(base, seen + (key,))
+        parent.pop("name", None)
+        data = merge(parent, data)
+    if "operator" not in data or "priors" not in data:
+        raise PresetError(f"{where} must be a mapping with 'operator' and 'priors'")
+    if path is not None:
+        data.setdefault("name", path.stem)
     return data
 
 
