@@ -154,6 +154,10 @@ def test_shipped_presets_parse_and_name_shipped_models():
         assert powers["image"] == 0.5 and powers["kernel"] == -0.5 and powers.get("tilt", 0.5) == 0.5
     # motion: the EM-style least-squares kernel blend the motion tables measured
     assert load_preset("motion_deblur")["priors"]["kernel"]["data_weight"] == 0.3
+    # the 1000-step variant differs from the default in its step count alone
+    hq, base = load_preset("motion_deblur_hq"), load_preset("motion_deblur")
+    assert hq["steps"] == 1000 and {k: v for k, v in hq.items() if k not in ("steps", "name", "description")} == \
+        {k: v for k, v in base.items() if k not in ("steps", "name", "description")}
 
 
 def test_a_preset_can_start_from_another(tmp_path):
