@@ -43,6 +43,19 @@ def list_presets() -> dict[str, Path]:
     return found
 
 
+def read_yaml_mapping(path: Path, what: str, error: type[Exception] = ValueError,
+                      expect: str = "a mapping") -> dict[str, Any]:
+    """The mapping a YAML file holds (``what`` names the file in messages); ``error``
+    with a one-line message when the file cannot be read or holds something else."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise error(f"cannot read {what} {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must be {expect}")
+    return data
+
+
 def load_preset(name_or_path: str | Path | dict) -> dict[str, Any]:
     """A preset as a dict, from a name in ``configs/``, a YAML path, or a dict.
 
@@ -75,12 +88,7 @@ def _load_preset(name_or_path: str | Path | dict, seen: tuple[str, ...]) -> dict
     else:
         path = _find_preset(name_or_path, Path(seen[-1]).parent if seen else None)
         where = f"preset {path}"
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise PresetError(f"cannot read preset {path}: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise PresetError(f"{where} must be a mapping with 'operator' and 'priors'")
+        data = read_yaml_mapping(path, "preset", PresetError, "a mapping with 'operator' and 'priors'")
     base = data.pop("base", None)
     if base is not None:
         if not isinstance(base, str) or not base:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..presets import read_yaml_mapping
 
 __all__ = ["add_evaluate_subparser", "run_evaluate", "load_eval_config", "list_eval_configs", "EVAL_CONFIG_KEYS"]
 
@@ -44,12 +44,7 @@ def load_eval_config(name_or_path: str | Path) -> dict[str, Any]:
             raise ValueError(f"unknown evaluation config {str(name_or_path)!r}; "
                              f"known: {', '.join(known) or 'none'} (or give a YAML path)")
         path = known[str(name_or_path)]
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read evaluation config {path}: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"evaluation config {path} must be a mapping")
+    data = read_yaml_mapping(path, "evaluation config")
     bad = sorted(set(data) - EVAL_CONFIG_KEYS)
     if bad:
         raise ValueError(f"evaluation config {path}: unknown key {bad[0]!r}; "
