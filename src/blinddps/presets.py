@@ -67,12 +67,11 @@ def load_preset(name_or_path: str | Path | dict) -> dict[str, Any]:
 
 def _find_preset(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     path = Path(name_or_path).expanduser()
-    if relative_to is not None and not path.is_absolute():
-        near = relative_to / path
-        if near.suffix in (".yaml", ".yml") and near.is_file():
-            return near
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
+    # a base's YAML path is looked for beside the file that names it first
+    near = [relative_to / path] if relative_to is not None and not path.is_absolute() else []
+    for candidate in near + [path]:
+        if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+            return candidate
     known = list_presets()
     if str(name_or_path) not in known:
         raise PresetError(
