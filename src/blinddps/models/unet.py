@@ -242,11 +242,16 @@ class ResBlock(TimestepBlock):
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention on (N, ch, T) tensors; returns (N, ch, T)."""
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    )  # scale 1/sqrt(ch), the original's (ch ** -0.25) applied to q and to k
-    return out.transpose(1, 2)
+    """Softmax attention on (N, ch, T) tensors; returns (N, ch, T).
+
+    q, k, v go to ``scaled_dot_product_attention`` as contiguous (N, 1, T, ch): given
+    3-D or strided inputs it takes its reference path, which builds the T×T score
+    matrix (653 MiB per block for a 512² image), while the 4-D contiguous form runs its
+    fused kernel, memory linear in T (docs/benchmarks.md, issue 19)."""
+    n, ch, t = q.shape
+    q, k, v = (x.transpose(1, 2).reshape(n, 1, t, ch).contiguous() for x in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(ch), the original's (ch ** -0.25) on q and on k
+    return out.reshape(n, t, ch).transpose(1, 2)
 
 
 class QKVAttentionLegacy(nn.Module):
