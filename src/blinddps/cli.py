@@ -292,11 +292,16 @@ def _add_demo(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _add_guarded(sub, name: str, module: str, adder: str, runner: str, help_text: str) -> None:
+def _add_guarded(sub, name: str, module: str, adder: str, runner: str, help_text: str,
+                 load: bool = True) -> None:
     """Add a subcommand that another module provides; if it cannot be imported, the
-    subcommand still exists and says so in one line."""
+    subcommand still exists and says so in one line. ``load=False`` (another command
+    runs) only lists it, without importing its module (which imports torch: seconds)."""
     import importlib
 
+    if not load:
+        sub.add_parser(name, help=help_text, add_help=False)
+        return
     try:
         mod = importlib.import_module(module)
         add = getattr(mod, adder)
@@ -319,8 +324,22 @@ def _add_guarded(sub, name: str, module: str, adder: str, runner: str, help_text
         p.set_defaults(func=run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str] | None) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), if any."""
+    for word in argv or ():
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``blinddps`` parser. Given ``argv``, the subcommands provided by other modules
+    are imported only when ``argv`` runs one of them (start-up stays well under a second
+    for ``--help``, ``--version`` and the other commands); without it, all of them are."""
     from . import __version__
+
+    command = _command_in(argv) if argv is not None else None
+    load_all = argv is None
 
     parser = _Parser(
         prog=PROG,
@@ -347,9 +366,9 @@ Run 'blinddps COMMAND --help' for a command's options and outputs.""",
     _add_models(sub)
     _add_demo(sub)
     _add_guarded(sub, "train", "blinddps.training.cli", "add_train_subparser", "run_train",
-                 "train a diffusion prior")
+                 "train a diffusion prior", load=load_all or command == "train")
     _add_guarded(sub, "evaluate", "blinddps.evaluation.cli", "add_evaluate_subparser", "run_evaluate",
-                 "benchmark methods on test data")
+                 "benchmark methods on test data", load=load_all or command == "evaluate")
     return parser
 
 
@@ -659,12 +678,15 @@ def _batches(jobs: Sequence[Job], batch_size: int) -> Iterator[list]:
 
 
 def _classify(exc: BaseException) -> int:
-    from .io import ImageReadError
-    from .models.checkpoints import CheckpointError
-    from .presets import PresetError
-
-    if isinstance(exc, (ImageReadError, PresetError, CheckpointError, ValueError, CLIError)):
-        return getattr(exc, "code", 2) if isinstance(exc, CLIError) else 2
+    """2 for bad input (usage, images, presets, checkpoints: all ``ValueError``s), 1 for
+    runtime failures. Imports nothing (an argument error must not load torch)."""
+    if isinstance(exc, CLIError):
+        return exc.code
+    if isinstance(exc, ValueError):  # ImageReadError, PresetError, CheckpointError are ValueErrors
+        return 2
+    ck = sys.modules.get(f"{__package__}.models.checkpoints")
+    if ck is not None and isinstance(exc, getattr(ck, "CheckpointError", ())):
+        return 2
     return 1
 
 
@@ -1174,7 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
         return int(args.func(args) or 0)
     except SystemExit as exc:  # --help, --version
