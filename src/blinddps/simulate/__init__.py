@@ -1,4 +1,5 @@
-"""Synthetic operator parameters: motion and Gaussian blur kernels, tilt maps.
+"""Synthetic operator parameters: motion blur kernels (our trajectory generator, and a
+held-out camera-shake family that nothing is trained or tuned on), Gaussian kernels, tilt maps.
 
 All generators take an explicit ``generator`` (``torch.Generator`` or an ``int`` seed)
 and never touch the global RNG. Kernels are ``(n, 1, k, k)``, non-negative, summing to
@@ -16,10 +17,12 @@ from .kernels import (
     save_kernel,
     trajectory_length,
 )
+from .shake import camera_shake_kernels
 from .tilt import tilt_maps
 
 __all__ = [
     "motion_kernels",
+    "camera_shake_kernels",
     "gaussian_kernels",
     "tilt_maps",
     "kernel_centroid",
