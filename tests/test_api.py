@@ -113,8 +113,8 @@ def test_overrides_and_bad_presets(tiny_models):
     p["priors"]["kernel"]["model"] = "flat"
     sol = solve(y, p, steps=2, operator={"kernel_size": 5})
     assert sol.params["kernel"].shape[-1] == 5 and sol.timings["steps"] == 2
-    with pytest.raises(ValueError, match="trained on 8x8"):
-        solve(y, preset(tiny_models), operator={"kernel_size": 6})
+    with pytest.raises(ValueError, match="window is 8x8 but the kernel is 9x9"):
+        solve(y, preset(tiny_models), operator={"kernel_size": 9})
     with pytest.raises(PresetError, match="unknown preset"):
         load_preset("no_such_preset")
     bad = preset(tiny_models)

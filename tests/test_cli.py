@@ -197,7 +197,7 @@ def _bad_inputs(tmp_path: Path, tiny) -> dict[str, tuple[list, int, str]]:
         "missing file": (["deblur", tmp_path / "nope.png", *o, *p], 2, "not found"),
         "corrupt png": (["deblur", corrupt, *o, *p], 2, "corrupt"),
         "kernel larger than image": (["deblur", small, *o, *p], 2, "larger than the image"),
-        "kernel size vs prior": (["deblur", good, *o, *p, "--kernel-size", 5], 2, "--kernel-size 8"),
+        "kernel size vs prior": (["deblur", good, *o, *p, "--kernel-size", 9], 2, "--kernel-size 8 or less"),
         "unknown preset": (["deblur", good, *o, "--preset", "no_such_preset"], 2, "unknown preset"),
         "missing checkpoint": (["deblur", good, *o, "--preset", "paper_motion_ffhq"], 2, "not found"),
         "missing model file": (["deblur", good, *o, *p, "--image-model", tmp_path / "x.safetensors"], 2, "not found"),

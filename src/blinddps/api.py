@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .presets import build_operator, build_variables, load_preset, merge, sampling_counts
+from .presets import build_operator, build_variables, check_prior_shapes, load_preset, merge, sampling_counts
 from .sampling import IMAGE, sample
 
 
@@ -154,23 +154,7 @@ def solve(
         y_in = F.pad(y_in, (0, pw, 0, ph), mode=mode)
 
     # every other prior must accept its variable's shape (e.g. the kernel size)
-    shapes = operator.unknown_shapes((img_c, img_h + ph, img_w + pw))
-    for name, var in variables.items():
-        net = getattr(var.prior, "model", None)
-        m = getattr(net, "size_multiple", None)
-        if name == IMAGE or m is None or name not in shapes:
-            continue
-        size = getattr(net, "image_size", None)
-        hw = tuple(shapes[name][-2:])
-        declared = getattr(operator, "unknowns", {}).get(name)
-        image_sized = declared is not None and -1 in tuple(declared.shape)[-2:]
-        if image_sized and any(s % m for s in hw):
-            raise ValueError(f"the {name} prior needs sizes divisible by {m}, the operator's {name} is {hw[0]}x{hw[1]}")
-        if not image_sized and (any(s % m for s in hw) or (size and hw != (size, size))):
-            raise ValueError(
-                f"the {name} prior was trained on {size}x{size} values but the operator's {name} is "
-                f"{hw[0]}x{hw[1]}; use a matching size or a flat prior (model: flat)"
-            )
+    check_prior_shapes(variables, operator, (img_c, img_h + ph, img_w + pw))
 
     # one batch entry per (measurement, posterior sample)
     y_rep = y_in.repeat_interleave(num_samples, dim=0)

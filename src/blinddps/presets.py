@@ -261,6 +261,59 @@ def clear_model_cache() -> None:
     _MODEL_CACHE.clear()
 
 
+def _fixed_unknown_hw(operator: Any, name: str) -> tuple[int, int] | None:
+    """The (h, w) of an operator unknown of fixed size (a kernel), None for image-sized
+    unknowns (a tilt map) or names the operator does not declare."""
+    unk = getattr(operator, "unknowns", {}).get(name) if operator is not None else None
+    if unk is None or -1 in tuple(unk.shape)[-2:]:
+        return None
+    return tuple(int(s) for s in tuple(unk.shape)[-2:])  # type: ignore[return-value]
+
+
+def _fit_window(name: str, transform: Any, model: Any, operator: Any) -> Any:
+    """A fixed-size prior (e.g. a 32×32 kernel prior) for a smaller unknown: the
+    transform's window, so the unknown lives in the central part of the prior's window.
+    Larger unknowns, or transforms without a window, are left for
+    :func:`check_prior_shapes` to report."""
+    size = getattr(model, "image_size", None)
+    hw = _fixed_unknown_hw(operator, name)
+    if size is None or hw is None or hw == (size, size) or not hasattr(transform, "with_window"):
+        return transform
+    if hw[0] > size or hw[1] > size:
+        return transform
+    return transform.with_window((size, size), hw)
+
+
+def check_prior_shapes(variables: dict, operator: Any, image_shape: tuple[int, int, int] | None = None) -> None:
+    """Raise a one-line :class:`PresetError` if a prior's network cannot take its
+    variable's shape: a fixed-size prior (kernel) larger than its window, or an
+    image-sized unknown (tilt) whose size the UNet does not accept (``image_shape``
+    (C, H, W), padded, to check those)."""
+    for name, var in variables.items():
+        net = getattr(var.prior, "model", None)
+        mult = getattr(net, "size_multiple", None)
+        if name == "image" or mult is None:
+            continue
+        size = getattr(net, "image_size", None)
+        hw = _fixed_unknown_hw(operator, name)
+        if hw is None:
+            if image_shape is not None and name in operator.unknown_shapes(image_shape):
+                ihw = tuple(operator.unknown_shapes(image_shape)[name][-2:])
+                if any(s % mult for s in ihw):
+                    raise PresetError(f"the {name} prior needs sizes divisible by {mult}, "
+                                      f"the operator's {name} is {ihw[0]}x{ihw[1]}")
+            continue
+        dshape = tuple(var.prior.transform.diffusion_shape((1, *hw)))[-2:]
+        if size and dshape != (size, size):
+            if name == "kernel" and (hw[0] > size or hw[1] > size):
+                raise PresetError(
+                    f"the kernel prior's window is {size}x{size} but the kernel is {hw[0]}x{hw[1]}: use "
+                    f"--kernel-size {size} or less (for a larger blur, downscale the image by about "
+                    f"{max(hw) / size:.1f}x first)")
+            raise PresetError(f"the {name} prior was trained on {size}x{size} values but the {name} is "
+                              f"{hw[0]}x{hw[1]}; use a matching size or a flat prior (model: flat)")
+
+
 def build_variables(
     preset: dict,
     device: torch.device | str = "cpu",
@@ -286,6 +339,7 @@ def build_variables(
             prior = FlatPrior(transform)
         else:
             model = cached_prior_model(model_spec, spec.get("config"), device, dtype, preset.get("runtime") or {})
+            transform = _fit_window(name, transform, model, operator)
             prior = DiffusionPrior(model, sched, transform, clip=spec.get("clip", True),
                                    autocast_dtype=autocast_dtype, name=str(model_spec))
         step = spec.get("step", {}) or {}

@@ -362,7 +362,7 @@ def _preflight(cfg: dict, steps, models, overrides, kernel_size: int) -> dict:
     or a prior that does not fit the kernel size fails with one line before anything
     runs. Returns the preset as the diffusion methods will run it (overrides merged)."""
     from ..models.checkpoints import CheckpointError
-    from ..presets import build_operator, build_variables, merge
+    from ..presets import build_operator, build_variables, check_prior_shapes, merge
 
     over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size), "mode": "same"}})
     if steps is not None:
@@ -371,16 +371,10 @@ def _preflight(cfg: dict, steps, models, overrides, kernel_size: int) -> dict:
         over.setdefault("priors", {}).setdefault(nm, {})["model"] = str(path)
     cfg = merge(cfg, over)
     try:
-        build_operator(cfg["operator"])
-        variables = build_variables(cfg, device="cpu")
+        operator = build_operator(cfg["operator"])
+        check_prior_shapes(build_variables(cfg, device="cpu", operator=operator), operator)
     except CheckpointError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
-    for nm, var in variables.items():
-        net = getattr(var.prior, "model", None)
-        size = getattr(net, "image_size", None)
-        if nm == "kernel" and size and getattr(net, "size_multiple", None) is not None and size != kernel_size:
-            raise ValueError(f"the preset's kernel prior was trained on {size}x{size} kernels, "
-                             f"not {kernel_size}x{kernel_size}; set the kernel size to {size} or use a flat prior")
     return cfg
 
 

@@ -154,7 +154,7 @@ def sample(
 
     states: dict[str, torch.Tensor] = {}
     for name, var in variables.items():
-        shape = (B, *shapes[name])
+        shape = (B, *var.prior.transform.diffusion_shape(shapes[name]))  # e.g. a kernel in its prior's window
         init = var.init.to(device=device, dtype=dtype) if var.init is not None else None
         states[name] = var.prior.initial_state(shape, _noise(shape, generator, device, dtype), init)
 

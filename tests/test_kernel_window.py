@@ -1,0 +1,64 @@
+"""A kernel smaller than the kernel prior's window: the prior samples its window, the
+operator sees the central support (issue: any --kernel-size with the shipped priors)."""
+import pytest
+import torch
+
+from blinddps.api import solve
+from blinddps.operators import BlindBlur
+from blinddps.presets import build_variables
+from blinddps.transforms import KernelSimplex
+
+from test_api import preset, tiny_models  # noqa: F401  (the tiny priors: image 16x16, kernel 8x8)
+
+
+def test_window_round_trip_and_placement():
+    t = KernelSimplex(floor=0.0).with_window((8, 8), (5, 5))
+    assert t.diffusion_shape((1, 5, 5)) == (1, 8, 8)
+    k = torch.rand(2, 1, 5, 5)
+    k = k / k.sum((-2, -1), keepdim=True)
+    x = t.from_physical(k)
+    assert x.shape == (2, 1, 8, 8)
+    # the support's origin pixel (5-1)//2 = 2 sits on the window's origin (8-1)//2 = 3
+    assert torch.equal(x[..., 1:6, 1:6], KernelSimplex().from_physical(k))
+    assert bool((x[..., 0, :] == -1).all()) and bool((x[..., 6:, :] == -1).all())
+    assert torch.allclose(t.to_physical(x), k, atol=1e-6)
+    # mass outside the support is dropped, the rest renormalised
+    x2 = x.clone()
+    x2[..., 0, 0] = 1.0
+    assert torch.allclose(t.to_physical(x2), k, atol=1e-6)
+    with pytest.raises(ValueError, match="larger than the prior"):
+        KernelSimplex().with_window((8, 8), (9, 9))
+
+
+def test_build_variables_fits_the_window(tiny_models):
+    p = preset(tiny_models)
+    p["operator"]["kernel_size"] = 5
+    v = build_variables(p, operator=BlindBlur(5))
+    assert v["kernel"].prior.transform.window == (8, 8) and v["kernel"].prior.transform.support == (5, 5)
+    p["operator"]["kernel_size"] = 8
+    assert build_variables(p, operator=BlindBlur(8))["kernel"].prior.transform.window is None
+
+
+@pytest.mark.parametrize("mode", ["same", "valid"])
+def test_solve_small_kernel_with_window_prior(tiny_models, mode):
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    p = preset(tiny_models)
+    p["priors"]["kernel"]["data_weight"] = 0.3  # the EM blend maps the 5x5 estimate into the window
+    sol = solve(y, p, steps=3, operator={"kernel_size": 5, "mode": mode})
+    k = sol.params["kernel"]
+    assert k.shape == (1, 1, 5, 5)
+    assert torch.allclose(k.sum(), torch.tensor(1.0), atol=1e-5) and bool((k >= 0).all())
+    assert sol.image.shape == y.shape
+
+
+@pytest.mark.parametrize("size", [15, 27])
+def test_shipped_priors_take_any_kernel_size(size):
+    """--kernel-size 15 and 27 with the shipped 32x32 motion prior (two steps)."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    sol = solve(y, "motion_deblur", steps=2, num_samples=1, operator={"kernel_size": size, "mode": "valid"})
+    k = sol.params["kernel"]
+    assert k.shape == (1, 1, size, size) and abs(float(k.sum()) - 1) < 1e-5
+    with pytest.raises(ValueError, match="--kernel-size 32 or less"):
+        solve(y, "motion_deblur", steps=2, num_samples=1, operator={"kernel_size": 33})
