@@ -129,7 +129,7 @@ def test_overrides_and_bad_presets(tiny_models):
         assert "\n" not in str(err.value)
     bad = preset(tiny_models)
     bad["priors"]["kernel"]["data_weight"] = 2
-    with pytest.raises(PresetError, match=r"prior 'kernel': data_weight must be in \[0, 1\]"):
+    with pytest.raises(PresetError, match=r"priors\.kernel\.data_weight: expected a number in \[0, 1\]"):
         solve(y, bad)
 
 

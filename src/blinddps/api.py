@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .presets import build_operator, build_variables, check_prior_shapes, load_preset, merge, sampling_counts
+from .inputs import as_measurement
+from .memory import check_memory
+from .presets import (build_operator, build_variables, check_override_keys, check_prior_shapes, load_preset, merge,
+                      sampling_counts, validate_preset)
 from .sampling import IMAGE, sample
 
 
@@ -66,6 +69,7 @@ def solve(
     reference: bool = False,
     progress: bool = False,
     callback=None,
+    value_range: tuple[float, float] | None = None,
     **overrides: Any,
 ) -> Solution:
     """Solve ``y`` (B, C, H, W) or (C, H, W) in [-1, 1] with the preset's operator and priors.
@@ -83,9 +87,16 @@ def solve(
     ``reference=True`` runs the original implementation's choices for comparison: the
     spatial ``conv2d`` blur, one residual norm over the batch, the ζ_t = √ᾱ_t rule,
     fp32, and one measurement at a time (batch 1).
+
+    Checked before any work (one-line ValueErrors, ``blinddps.inputs``): ``y``
+    must be finite floats in [-1, 1] — give ``value_range=(lo, hi)`` for data on another
+    scale (``(0, 255)`` for uint8, ``(0, 1)``); every keyword override must be a preset
+    key, and the merged preset must pass the schema (``steps`` ≥ 1, ...); the memory
+    the solve needs must fit in the free memory (``blinddps.memory``).
     """
+    check_override_keys(overrides, "solve()")
+    y = as_measurement(y, value_range)
     if reference:
-        y = torch.as_tensor(y)
         y = y.unsqueeze(0) if y.dim() == 3 else y
         ref = dict(operator={"backend": "direct"}, loss_reduction="batch", loss="norm", result="update")
         parts = [
@@ -93,7 +104,7 @@ def solve(
                   device=device, num_samples=1,
                   fixed={k: v[b : b + 1] if torch.as_tensor(v).shape[0] > 1 else v for k, v in (fixed or {}).items()},
                   models=models, return_trajectory=return_trajectory, amp=False, progress=progress,
-                  callback=callback, **merge(overrides, ref))
+                  callback=callback, value_range=(-1, 1), **merge(overrides, ref))
             for b in range(y.shape[0])
         ]
         first = parts[0]
@@ -113,13 +124,13 @@ def solve(
         for name, path in models.items():
             over["priors"].setdefault(name, {})["model"] = str(path)
     cfg = merge(cfg, over)
+    validate_preset(cfg, "solve()")
     if num_samples is None:
         _, num_samples = sampling_counts(cfg)
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     num_samples = int(num_samples)
 
-    y = torch.as_tensor(y)
     if y.dim() == 3:
         y = y.unsqueeze(0)
     if y.dim() != 4:
@@ -155,6 +166,13 @@ def solve(
 
     # every other prior must accept its variable's shape (e.g. the kernel size)
     check_prior_shapes(variables, operator, (img_c, img_h + ph, img_w + pw))
+
+    # the memory it needs must be there (before the expensive part)
+    padded_px = (img_h + ph) * (img_w + pw)
+    image_sized = operator.unknown_shapes((img_c, img_h + ph, img_w + pw))
+    networks = {n: (v.prior.model, padded_px if n == IMAGE else int(np.prod(image_sized.get(n, (1,))[-2:])))
+                for n, v in variables.items() if getattr(v.prior, "model", None) is not None and n not in (fixed or {})}
+    check_memory(networks, B, num_samples, (H, W), device)
 
     # one batch entry per (measurement, posterior sample)
     y_rep = y_in.repeat_interleave(num_samples, dim=0)

@@ -14,14 +14,16 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 import warnings
 import zlib
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 PROG = "blinddps"
 _T0 = time.perf_counter()  # process start, near enough (the demo reports its time including start-up)
@@ -36,6 +38,16 @@ SIMULATE_OUTPUTS = (
 )
 DEMO_SAMPLES = ("astronaut", "coffee")
 DEMO_PRESET = "motion_deblur"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, batch schedulers, torchrun stopping its workers),
+    raised where the process is so it unwinds like Ctrl-C: partial results removed,
+    locks released; the command then exits 143."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
 
 
 class CLIError(Exception):
@@ -439,10 +451,16 @@ def _existing_outputs(folder: Path, names: Sequence[str]) -> list[Path]:
     return [folder / n for n in names if (folder / n).exists()]
 
 
-def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, command: str) -> None:
+def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, command: str,
+                  settings: dict | None = None, settings_of: Callable[[dict], dict] | None = None) -> None:
     """Refuse (before any work) to replace results unless ``overwrite``: files without
-    their ``summary.json`` (an unfinished or foreign run), or a complete result of
-    another input or command. Complete results of the same input are skipped later."""
+    their ``summary.json`` that are not an interrupted result of ours (no incomplete
+    marker: a foreign run's), a complete result of another input or command, or one made
+    with other ``settings`` (``settings_of(summary)`` gives a summary's; the message
+    names the first difference). Complete results of the same input and settings are
+    skipped later; interrupted ones are redone."""
+    from .outputs import is_incomplete, settings_difference
+
     for job in jobs:
         src = job.input.resolve()
         if any((job.dir / n).resolve() == src for n in names):
@@ -455,6 +473,8 @@ def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, co
             continue
         summary = job.dir / "summary.json"
         if not summary.is_file():
+            if is_incomplete(job.dir):
+                continue  # ours, cut short (killed): redone
             raise CLIError(
                 f"{existing[0]} already exists (from an unfinished or other run); "
                 "pass --overwrite to replace it, or choose another --out"
@@ -465,6 +485,49 @@ def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, co
             what = f"'{s.get('command')}' of {prev or s.get('input', {}).get('path', '?')}"
             raise CLIError(f"{summary} holds the result of {what}, not of '{command}' of {mine}; "
                            "pass --overwrite to replace it, or choose another --out")
+        if settings is not None and settings_of is not None:
+            diff = settings_difference(settings_of(s), settings)
+            if diff:
+                raise CLIError(f"{summary} was made with other settings ({diff}); pass --overwrite to redo it "
+                               "with these, or choose another --out")
+
+
+@contextmanager
+def output_lock(out: Path, distributed: bool = False) -> Iterator[Any]:
+    """Hold ``out`` for this run (:class:`blinddps.outputs.OutputLock`): a one-line
+    error, before any work, when another live run holds it (exit 1) or it cannot be
+    written (exit 2). The ranks of one torchrun job share it."""
+    import socket
+
+    from .outputs import OutputBusyError, OutputLock, OutputNotWritableError
+
+    run_id = None
+    if distributed:
+        rid = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        run_id = rid if rid != "none" else f"none@{socket.gethostname()}:{os.getppid()}"
+    lock = OutputLock(out, run_id=run_id)
+    try:
+        lock.acquire()
+    except OutputNotWritableError as exc:
+        raise CLIError(f"--out: {exc}", 2) from None
+    except OutputBusyError as exc:
+        raise CLIError(str(exc), 1) from None
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def check_writable_dirs(jobs: Sequence[Job]) -> None:
+    """Every existing result folder of ``jobs`` can be written (before any work)."""
+    from .outputs import OutputNotWritableError, check_writable
+
+    for job in jobs:
+        if job.dir.is_dir():
+            try:
+                check_writable(job.dir)
+            except OutputNotWritableError as exc:
+                raise CLIError(f"--out: {exc}", 2) from None
 
 
 def _read_summary(folder: Path) -> dict:
@@ -477,42 +540,66 @@ def _read_summary(folder: Path) -> dict:
 
 
 class _Writer:
-    """Tracks the files written for one result so a failure or Ctrl-C can remove them
-    (no partial result is left behind)."""
+    """Writes one result so that a kill at any instant leaves it recognisable: the
+    incomplete marker goes in before the first file and comes out after the
+    ``summary.json``, which is written last (``blinddps.outputs``). Tracks the files
+    written so a failure, Ctrl-C or SIGTERM can remove them (no partial result is left
+    behind); stale ``.part`` files of a killed run are removed first."""
 
-    def __init__(self, folder: Path, names: Sequence[str], overwrite: bool) -> None:
+    def __init__(self, folder: Path, names: Sequence[str], overwrite: bool, marker: dict) -> None:
+        from .outputs import fault_point, mark_incomplete, remove_stale_parts
+
         self.folder = folder
         self.names = names
         self.written: list[Path] = []
         self.created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(folder, names)
+        mark_incomplete(folder, marker)
+        fault_point("marked")
         if overwrite:  # the old result stops being complete before anything changes
             (folder / "summary.json").unlink(missing_ok=True)
 
     def add(self, path: Path) -> Path:
+        from .outputs import fault_point
+
+        fault_point(f"before:{Path(path).name}")
         self.written.append(Path(path))
         return Path(path)
 
     def finish(self, summary: dict) -> None:
         from .io import save_json
+        from .outputs import clear_incomplete, fault_point
 
         keep = {p.name for p in self.written} | {"summary.json"}
         for stale in _existing_outputs(self.folder, self.names):
-            if stale.name not in keep:  # left by an earlier (overwritten) run
+            if stale.name not in keep:  # left by an earlier (overwritten or interrupted) run
                 stale.unlink(missing_ok=True)
+        fault_point("before:summary.json")
         save_json(self.folder / "summary.json", summary)
+        fault_point("after:summary.json")
+        clear_incomplete(self.folder)
 
     def abort(self) -> None:
+        from .outputs import clear_incomplete
+
         for p in self.written:
             try:
                 p.unlink(missing_ok=True)
             except OSError:
                 pass
+        left = _existing_outputs(self.folder, self.names)
+        if self.created:  # a folder of our own: nothing of it stays
+            for p in left:
+                with suppress(OSError):
+                    p.unlink()
+            left = []
+        if not left:  # else the marker stays: the next run redoes the folder without --overwrite
+            with suppress(OSError):
+                clear_incomplete(self.folder)
         if self.created:
-            try:
+            with suppress(OSError):
                 self.folder.rmdir()
-            except OSError:
-                pass
 
 
 def _versions() -> dict[str, str]:
@@ -608,7 +695,7 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
     """The preset with the command's overrides, checked before any work: the preset
     exists, its priors load, and each prior fits the operator's unknowns. Returns the
     config dict and the operator."""
-    from .presets import build_operator, build_variables, list_presets, load_preset, merge
+    from .presets import PresetError, build_operator, build_variables, check_prior_shapes, list_presets, load_preset, merge
 
     name = args.preset
     if name is None:
@@ -630,18 +717,10 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
     operator = build_operator(cfg["operator"])
     _check_shipped(cfg)
     variables = build_variables(cfg, device="cpu", operator=operator)
-    unknowns = getattr(operator, "unknowns", {})
-    for pname, var in variables.items():
-        net = getattr(var.prior, "model", None)
-        size = getattr(net, "image_size", None)
-        unk = unknowns.get(pname)
-        if pname == "image" or size is None or unk is None or -1 in tuple(unk.shape[-2:]):
-            continue
-        hw = tuple(unk.shape[-2:])
-        if hw != (size, size):
-            fix = f"use --kernel-size {size}" if pname == "kernel" else f"use a {pname} prior of that size"
-            raise CLIError(f"the {pname} prior was trained on {size}x{size} values but the {pname} is "
-                           f"{hw[0]}x{hw[1]}; {fix}")
+    try:
+        check_prior_shapes(variables, operator)
+    except PresetError as exc:
+        raise CLIError(str(exc)) from None
     del variables
     return cfg, operator
 
@@ -690,12 +769,27 @@ def _classify(exc: BaseException) -> int:
     return 1
 
 
+def restore_settings(cfg: dict, args: argparse.Namespace) -> dict:
+    """What decides a restore result, as compared on resume: the preset with every
+    override (steps, kernel size, boundary, models), the seed and the sample count."""
+    from .presets import sampling_counts
+
+    return {"config": cfg, "seed": args.seed, "samples": args.samples or sampling_counts(cfg)[1]}
+
+
+def restore_settings_of(summary: dict) -> dict:
+    """:func:`restore_settings` as a restore result's ``summary.json`` records them."""
+    return {"config": summary.get("config"), "seed": summary.get("seed"),
+            "samples": (summary.get("settings") or {}).get("samples")}
+
+
 def _cmd_restore(args: argparse.Namespace, task: str) -> int:
-    import torch
+    out = Path(args.out)
+    jobs, single = plan_jobs(args.inputs, out)  # input errors before torch is imported
+
     from tqdm.auto import tqdm
 
     from . import distributed as dist
-    from .api import solve
     from .distributed import Record
 
     _set_threads(args.threads)
@@ -703,21 +797,34 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
         ctx = dist.context_from_env()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    out = Path(args.out)
-    jobs, single = plan_jobs(args.inputs, out)
     try:
         device = ctx.device(args.device)
     except (RuntimeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     if args.threads is None and device.type == "cpu":
         _set_threads(_auto_threads())
-    cfg, operator = restore_config(args, task)
-    check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite, task)  # every rank checks every job, before any work
+    with output_lock(out, ctx.distributed):  # one run per --out; also the check that it is writable
+        cfg, operator = restore_config(args, task)
+        # every rank checks every job, before any work
+        check_outputs(jobs, RESTORE_OUTPUTS, args.overwrite, task, restore_settings(cfg, args), restore_settings_of)
+        return _restore_jobs(args, task, jobs, single, out, ctx, device, cfg, operator)
+
+
+def _restore_jobs(args: argparse.Namespace, task: str, jobs: list[Job], single: bool, out: Path, ctx, device,
+                  cfg: dict, operator) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import distributed as dist
+    from .api import solve
+    from .distributed import Record
+
     mine = dist.shard(jobs, ctx.rank, ctx.world_size)
     ctx.init(device)
     prefix = f"[rank {ctx.rank}] " if ctx.distributed else ""
     records: list[Record] = []
     show = _progress_ok(args.quiet)
+    marker = {"command": task, "settings": restore_settings(cfg, args)}
     try:
         todo = []
         for job in mine:
@@ -728,6 +835,7 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
                 tqdm.write(f"{prefix}{job.label}: skipped ({job.dir / 'summary.json'} exists; --overwrite redoes it)")
             else:
                 todo.append(job)
+        check_writable_dirs(todo)
         bar = tqdm(total=len(todo), desc="images", unit="img", disable=not (show and ctx.is_main) or len(todo) < 2)
         for batch in _batches(todo, args.batch_size):
             ready = []
@@ -750,7 +858,7 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
             try:
                 y = torch.cat([r[1] for r in ready])
                 sol = solve(y, preset=cfg, seed=[args.seed] * y.shape[0], device=device, num_samples=args.samples,
-                            amp=args.amp, progress=show and not args.quiet and ctx.is_main)
+                            amp=args.amp, progress=show and not args.quiet and ctx.is_main, value_range=(-1, 1))
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded per image; the others go on
@@ -765,7 +873,13 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
             solve_s = (time.perf_counter() - t0) / len(ready)
             for b, (job, y1, info) in enumerate(ready):
                 t1 = time.perf_counter()
-                writer = _Writer(job.dir, RESTORE_OUTPUTS, args.overwrite)
+                try:
+                    writer = _Writer(job.dir, RESTORE_OUTPUTS, args.overwrite, {**marker, "input": str(job.input)})
+                except OSError as exc:
+                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
+                    _err(f"{prefix}{job.label}: writing the results failed: {exc}")
+                    bar.update(1)
+                    continue
                 try:
                     res = _write_restored(writer, job, info, y1, sol, b, len(ready), operator, args, task, ctx,
                                           solve_s, t1)
@@ -922,16 +1036,36 @@ def simulate_one(x, args: argparse.Namespace, seed: int) -> dict:
     return {"y": y, "kernel": k, "tilt": tilt}
 
 
+def simulate_settings(args: argparse.Namespace) -> dict:
+    """What decides a simulated result, as its summary records it (and resume compares)."""
+    return {"blur": args.blur, "kernel_size": args.kernel_size,
+            "intensity": args.intensity if args.blur == "motion" else None,
+            "std": args.std if args.blur != "motion" else None,
+            "tilt_max": args.tilt_max if args.blur == "turbulence" else None,
+            "noise": args.noise, "seed": args.seed}
+
+
+def _simulate_settings_of(summary: dict) -> dict:
+    return {k: summary.get(k) for k in ("blur", "kernel_size", "intensity", "std", "tilt_max", "noise", "seed")}
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    jobs, _ = plan_jobs(args.inputs, out)
+    with output_lock(out):
+        check_outputs(jobs, SIMULATE_OUTPUTS, args.overwrite, "simulate", simulate_settings(args),
+                      _simulate_settings_of)
+        return _simulate_jobs(args, jobs)
+
+
+def _simulate_jobs(args: argparse.Namespace, jobs: list[Job]) -> int:
     from tqdm.auto import tqdm
 
     from . import figures
     from .distributed import Record, exit_code
     from .io import ImageReadError, atomic_write_bytes, encode_png, read_image, save_npy, to_uint
 
-    out = Path(args.out)
-    jobs, single = plan_jobs(args.inputs, out)
-    check_outputs(jobs, SIMULATE_OUTPUTS, args.overwrite, "simulate")
+    check_writable_dirs(jobs)
     records = []
     for job in tqdm(jobs, desc="images", disable=not _progress_ok(args.quiet) or len(jobs) < 2):
         if not args.overwrite and (job.dir / "summary.json").is_file():
@@ -950,7 +1084,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             records.append(Record(str(job.input), "failed", error=_one_line(exc), code=2))
             continue
         seed = _image_seed(args.seed, job.input.name)
-        writer = _Writer(job.dir, SIMULATE_OUTPUTS, args.overwrite)
+        try:
+            writer = _Writer(job.dir, SIMULATE_OUTPUTS, args.overwrite,
+                             {"command": "simulate", "input": str(job.input), "settings": simulate_settings(args)})
+        except OSError as exc:
+            _err_for("", job.label, f"writing the results failed: {exc}")
+            records.append(Record(str(job.input), "failed", error=_one_line(exc), code=1))
+            continue
         try:
             sim = simulate_one(x, args, seed)
             y = sim["y"]
@@ -981,13 +1121,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 "input_path": str(job.input.resolve()),
                 "input": info.describe(),
                 "outputs": outputs,
-                "blur": args.blur,
-                "kernel_size": args.kernel_size,
-                "intensity": args.intensity if args.blur == "motion" else None,
-                "std": args.std if args.blur != "motion" else None,
-                "tilt_max": args.tilt_max if args.blur == "turbulence" else None,
-                "noise": args.noise,
-                "seed": args.seed,
+                **simulate_settings(args),
                 "image_seed": seed,
                 "rng": "torch.Generator().manual_seed(image_seed) draws the kernel, then the tilt, then the noise",
                 "protocol": ("y = k * x + n: per-channel cross-correlation, 'same' size, zero padding (the paper's "
@@ -1091,6 +1225,14 @@ def demo_samples(size: int = 128):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
+    with output_lock(out):
+        return _demo(args, out)
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     import numpy as np
 
     from . import figures
@@ -1103,9 +1245,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     t_start = _T0
     _set_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
     cfg = load_preset(DEMO_PRESET)
     _check_shipped(cfg)
     # the demo replaces its own files (`make demo` must run again), but not another command's result
@@ -1195,6 +1334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     old_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
+    old_term = None
+    try:  # SIGTERM unwinds like Ctrl-C (only the main thread may set handlers)
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
     try:
         args = build_parser(argv).parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
@@ -1202,6 +1346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except Terminated:
+        print(f"{PROG}: terminated (SIGTERM); partial results removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -1223,6 +1370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     finally:
         warnings.formatwarning = old_format
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,11 +7,15 @@ and handed to the sampler, which never reads a preset.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
+import inspect
 import json
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import yaml
@@ -102,6 +106,7 @@ def _load_preset(name_or_path: str | Path | dict, seen: tuple[str, ...]) -> dict
         raise PresetError(f"{where} must be a mapping with 'operator' and 'priors'")
     if path is not None:
         data.setdefault("name", path.stem)
+    validate_preset(data, where)
     return data
 
 
@@ -113,6 +118,284 @@ def sampling_counts(preset: dict) -> tuple[Any, int]:
     """``(steps, num_samples)`` a loaded preset runs with: its own values, else the
     defaults (1000 steps, one posterior sample). ``steps`` may be a respacing string."""
     return preset.get("steps", DEFAULT_STEPS), preset.get("num_samples", DEFAULT_NUM_SAMPLES)
+
+
+# --------------------------------------------------------------------------- schema
+# What a preset may hold. PRESET_KEYS is the one list of top-level keys: a new setting
+# is added there (or with register_preset_key) as name -> check(value, preset), which
+# returns None when the value is fine and otherwise says what is wrong. The keys inside
+# `operator`, `priors.*`, `step`, `regularizer` and `transform` are not listed: they are
+# read from the code they configure (constructor signatures and dataclass fields), so a
+# new operator or transform argument is allowed the moment it exists.
+Check = Callable[[Any, dict], "str | None"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _string(v: Any, _: dict) -> str | None:
+    return None if isinstance(v, str) else f"expected a string, got {v!r}"
+
+
+def _mapping(v: Any, _: dict) -> str | None:
+    return None if isinstance(v, dict) else f"expected a mapping, got {v!r}"
+
+
+def _positive_int(v: Any, _: dict) -> str | None:
+    return None if _is_int(v) and v >= 1 else f"expected a positive integer, got {v!r}"
+
+
+def _non_negative(v: Any, _: dict) -> str | None:
+    return None if _is_number(v) and v >= 0 else f"expected a number >= 0, got {v!r}"
+
+
+def _unit_interval(v: Any, _: dict) -> str | None:
+    return None if _is_number(v) and 0 <= v <= 1 else f"expected a number in [0, 1], got {v!r}"
+
+
+def _boolean(v: Any, _: dict) -> str | None:
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(v: Any, _: dict) -> str | None:
+        return None if v in choices else f"expected one of {', '.join(choices)}, got {v!r}"
+
+    return check
+
+
+def _steps(v: Any, preset: dict) -> str | None:
+    from .diffusion.schedule import space_timesteps
+
+    total = preset.get("num_timesteps", 1000)
+    bad = (f"expected a positive integer (at most num_timesteps, {total}) or a respacing string "
+           f"such as '50,50' or 'ddim100', got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or (_is_int(v) and not 1 <= v <= total):
+        return bad
+    if isinstance(v, str):
+        if not v.strip():
+            return bad
+        try:
+            if not space_timesteps(int(total), v):
+                return bad
+        except (TypeError, ValueError):
+            return bad
+    return None
+
+
+def _noise_schedule(v: Any, _: dict) -> str | None:
+    from .diffusion.schedule import named_betas
+
+    try:
+        named_betas(v, 10)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _runtime(v: Any, _: dict) -> str | None:
+    if not isinstance(v, dict):
+        return f"expected a mapping of {', '.join(RUNTIME_OPTIONS)}, got {v!r}"
+    for key, val in v.items():
+        if key not in RUNTIME_OPTIONS:
+            return _unknown(key, RUNTIME_OPTIONS).replace("key", "runtime option", 1)
+        if not isinstance(val, bool):
+            return f"{key}: expected true or false, got {val!r}"
+    return None
+
+
+def _proximal(v: Any, _: dict) -> str | None:
+    from .sampling import proximal_options
+
+    try:
+        proximal_options(v)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+#: Every key a preset may hold at its top level: name -> check(value, preset).
+PRESET_KEYS: dict[str, Check] = {
+    "name": _string,
+    "description": _string,
+    "base": _string,
+    "operator": lambda v, p: _check_operator(v),
+    "priors": lambda v, p: _check_priors(v, p),
+    "steps": _steps,
+    "num_samples": _positive_int,
+    "num_timesteps": _positive_int,
+    "noise_schedule": _noise_schedule,
+    "solver": _one_of("dps", "proximal"),
+    "proximal": _proximal,
+    "method": _one_of("ddpm", "ddim"),
+    "eta": _non_negative,
+    "loss_reduction": _one_of("sample", "batch"),
+    "loss": _one_of("norm", "squared"),
+    "result": _one_of("x0", "update"),
+    "runtime": _runtime,
+    "simulate": _mapping,  # the degradation the preset is meant for (documentation; not read by the solver)
+}
+
+
+def register_preset_key(name: str, check: Check | None = None) -> None:
+    """Allow top-level preset key ``name`` (``check(value, preset)`` returns None or
+    what is wrong with the value; without one any value is accepted)."""
+    PRESET_KEYS[name] = check or (lambda v, p: None)
+
+
+#: Keys of one prior's entry besides the fields of ``Variable`` it sets.
+PRIOR_SPEC_KEYS: dict[str, Check] = {
+    "model": _string,
+    "config": _mapping,
+    "transform": lambda v, p: _check_transform(v),
+    "clip": _boolean,
+    "fixed": _boolean,
+    "step": lambda v, p: _check_dataclass(v, StepRule),
+    "regularizer": lambda v, p: _check_dataclass(v, Regularizer),
+    "data_weight": _unit_interval,
+    "data_start": _unit_interval,
+}
+
+
+def prior_keys() -> tuple[str, ...]:
+    """The keys a prior's entry may hold: ``PRIOR_SPEC_KEYS`` and ``Variable``'s
+    fields (less the prior and its initial value, which the preset does not give)."""
+    fields = [f.name for f in dataclasses.fields(Variable) if f.name not in ("prior", "init")]
+    return tuple(dict.fromkeys([*PRIOR_SPEC_KEYS, *fields]))
+
+
+def _unknown(key: Any, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{hint} (allowed: {', '.join(sorted(allowed))})"
+
+
+def _call_problem(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _parameters(cls: type) -> list[str]:
+    return [n for n, p in inspect.signature(cls).parameters.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _check_operator(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return f"expected a mapping with 'name', got {spec!r}"
+    table = operator_classes()
+    name = spec.get("name")
+    if name not in table:
+        return f"name: expected one of {', '.join(sorted(table))}, got {name!r}"
+    allowed = ["name", *_parameters(table[name])]
+    for key in spec:
+        if key not in allowed:
+            return _unknown(key, allowed)
+    try:
+        build_operator(spec)
+    except (TypeError, ValueError) as exc:
+        return _call_problem(exc)
+    return None
+
+
+def transform_classes() -> dict[str, type]:
+    """The transforms a prior's ``transform`` may name: every ``Transform`` subclass by
+    its ``name``."""
+    from .transforms import Transform
+
+    found: dict[str, type] = {}
+    todo = list(Transform.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls) and isinstance(getattr(cls, "name", None), str):
+            found.setdefault(cls.name, cls)
+    return found
+
+
+def _check_transform(spec: Any) -> str | None:
+    table = transform_classes()
+    name = spec if isinstance(spec, str) else (spec.get("name") if isinstance(spec, dict) else None)
+    if name not in table:
+        return f"expected one of {', '.join(sorted(table))} (or a mapping with 'name'), got {spec!r}"
+    if isinstance(spec, dict):
+        allowed = ["name", *_parameters(table[name])]
+        for key in spec:
+            if key not in allowed:
+                return _unknown(key, allowed)
+    try:
+        build_transform(spec)
+    except (TypeError, ValueError) as exc:
+        return _call_problem(exc)
+    return None
+
+
+def _check_dataclass(spec: Any, cls: type) -> str | None:
+    if spec is None:
+        return None
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(spec, dict):
+        return f"expected a mapping of {', '.join(allowed)}, got {spec!r}"
+    for key in spec:
+        if key not in allowed:
+            return _unknown(key, allowed)
+    try:
+        cls(**spec)
+    except (TypeError, ValueError) as exc:
+        return _call_problem(exc)
+    return None
+
+
+def _check_priors(priors: Any, preset: dict) -> str | None:
+    if not isinstance(priors, dict):
+        return f"expected a mapping of variable name -> prior, got {priors!r}"
+    try:
+        unknowns = list(getattr(build_operator(preset.get("operator") or {}), "unknowns", {}))
+    except (PresetError, TypeError, ValueError):
+        unknowns = None  # the operator's own check reports it
+    names = ["image", *(unknowns or [])]
+    allowed = prior_keys()
+    for pname, spec in priors.items():
+        if unknowns is not None and pname not in names:
+            return f"{pname}: " + _unknown(pname, names).replace("key", "variable", 1)
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            return f"{pname}: expected a mapping (model, transform, step, ...), got {spec!r}"
+        for key, val in spec.items():
+            if key not in allowed:
+                return f"{pname}: " + _unknown(key, allowed)
+            check = PRIOR_SPEC_KEYS.get(key)
+            problem = check(val, preset) if check is not None else None
+            if problem:
+                return f"{pname}.{key}: {problem}"
+    return None
+
+
+def validate_preset(preset: dict, where: str = "the preset") -> None:
+    """Check a loaded preset against the schema (:data:`PRESET_KEYS` at the top level,
+    the code's own signatures below it). Raises a one-line :class:`PresetError` naming
+    ``where`` (the file) and the key: unknown keys (typos) and bad values alike."""
+    for key, value in preset.items():
+        check = PRESET_KEYS.get(key)
+        if check is None:
+            raise PresetError(f"{where}: " + _unknown(key, list(PRESET_KEYS)))
+        problem = check(value, preset)
+        if problem:
+            sep = "." if key in ("operator", "priors") and not problem.startswith(("expected", "unknown")) else ": "
+            raise PresetError(f"{where}: {key}{sep}{problem}")
+
+
+def check_override_keys(overrides: dict, where: str) -> None:
+    """Overrides (keyword arguments) may only name preset keys: a one-line
+    :class:`PresetError` for any other (a typo must not be ignored)."""
+    for key in overrides:
+        if key not in PRESET_KEYS:
+            raise PresetError(f"{where}: " + _unknown(key, list(PRESET_KEYS)).replace("key", "keyword argument", 1))
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -129,11 +412,16 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- operators
-def build_operator(spec: dict) -> Any:
+def operator_classes() -> dict[str, type]:
+    """The operators a preset's ``operator: {name: ...}`` may name."""
     from .operators.blur import BlindBlur
     from .operators.turbulence import Turbulence
 
-    table = {"blind_blur": BlindBlur, "turbulence": Turbulence}
+    return {"blind_blur": BlindBlur, "turbulence": Turbulence}
+
+
+def build_operator(spec: dict) -> Any:
+    table = operator_classes()
     spec = dict(spec)
     name = spec.pop("name", None)
     if name not in table:
@@ -201,11 +489,15 @@ def load_prior_model(spec: str | Path, config: dict | None = None) -> torch.nn.M
     return ck.load_model(ck.find_checkpoint(str(path)), config)
 
 
+#: The switches of a preset's ``runtime:`` mapping (see :func:`prepare_model`).
+RUNTIME_OPTIONS = ("channels_last", "gradient_checkpointing", "compile")
+
+
 def prepare_model(model: torch.nn.Module, device, dtype, runtime: dict) -> torch.nn.Module:
     """Put a prior's network on its device, with the preset's ``runtime`` speed options:
     ``channels_last`` (GPU convolutions), ``gradient_checkpointing`` (memory for large
     images or batches, at ~30% more time) and ``compile`` (``torch.compile``)."""
-    unknown = set(runtime) - {"channels_last", "gradient_checkpointing", "compile"}
+    unknown = set(runtime) - set(RUNTIME_OPTIONS)
     if unknown:
         raise PresetError(f"unknown runtime option {sorted(unknown)[0]!r}")
     model = model.to(device=device)
