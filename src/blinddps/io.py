@@ -74,6 +74,38 @@ class ImageReadError(ValueError):
     """An input image is missing, unreadable or corrupt. The message is one line."""
 
 
+#: Environment variable that sets the largest image (in pixels) any decoder here reads.
+MAX_PIXELS_ENV = "BLINDDPS_MAX_PIXELS"
+
+
+def max_pixels() -> int | None:
+    """The largest image, in pixels, that is read: ``BLINDDPS_MAX_PIXELS`` if set, else
+    Pillow's ``Image.MAX_IMAGE_PIXELS`` (89 million by default; None = no limit). Every
+    decoder checks it from the file's header, before decoding anything: Pillow's own
+    formats, our 16-bit PNG decoder, TIFF and ``.npy`` (a small compressed file can
+    declare an image of many gigabytes)."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if raw:
+        try:
+            return max(int(raw), 1)
+        except ValueError:
+            raise ImageReadError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from None
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else None
+
+
+def check_pixels(path: str | os.PathLike, height: int, width: int) -> None:
+    """Refuse (one line) an image larger than :func:`max_pixels`, before it is decoded."""
+    limit = max_pixels()
+    if limit is not None and int(height) * int(width) > limit:
+        raise ImageReadError(
+            f"{path}: the image declares {width}x{height} pixels ({int(height) * int(width) / 1e6:.0f} MP), more than "
+            f"the limit of {limit / 1e6:.0f} MP (a decompression bomb?); set {MAX_PIXELS_ENV} to allow larger images"
+        )
+
+
 def _one_line(text: object) -> str:
     s = " ".join(str(text).split())
     return s if len(s) <= 300 else s[:297] + "..."
@@ -295,6 +327,10 @@ def decode_png(data: bytes) -> tuple[np.ndarray, bytes | None]:
         raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {ctype})")
     if interlace:
         raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without interlacing")
+    limit = max_pixels()
+    if w < 1 or h < 1 or (limit is not None and w * h > limit):
+        raise ValueError(f"the PNG declares {w}x{h} pixels, outside 1..{limit} (a decompression bomb?); "
+                         f"set {MAX_PIXELS_ENV} to allow larger images")
     pos, idat, icc = 8, [], None
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
@@ -315,13 +351,13 @@ def decode_png(data: bytes) -> tuple[np.ndarray, bytes | None]:
         pos += 12 + length
     if not idat:
         raise ValueError("PNG has no image data")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise ValueError(f"corrupt PNG image data ({exc})") from None
     c = _CHANNELS[ctype]
     bpp = c * depth // 8
     stride = w * bpp
+    try:  # never more than the declared size: a stream that inflates further is not read on
+        raw = zlib.decompressobj().decompress(b"".join(idat), h * (stride + 1))
+    except zlib.error as exc:
+        raise ValueError(f"corrupt PNG image data ({exc})") from None
     if len(raw) < h * (stride + 1):
         raise ValueError("truncated PNG image data")
     rows = np.frombuffer(raw, dtype=np.uint8, count=h * (stride + 1)).reshape(h, stride + 1)
@@ -366,7 +402,26 @@ def _range_for(arr: np.ndarray) -> tuple[float, float]:
     return (lo, hi)
 
 
+def _npy_header(path: Path) -> None:
+    """Check a ``.npy`` header before loading: a declared shape within the pixel limit
+    and data the file really holds."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+            offset = f.tell()
+    except Exception:  # noqa: BLE001 - np.load below reports a bad file in its words
+        return
+    if len(shape) >= 2:
+        check_pixels(path, shape[0], shape[1])
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if dtype.itemsize and path.stat().st_size - offset < need:
+        raise ImageReadError(f"cannot read {path}: truncated .npy (its header declares {need} bytes of data)")
+
+
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
+    _npy_header(path)
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets one line
@@ -399,9 +454,14 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, dict] | None:
             photometric = getattr(page.photometric, "name", str(page.photometric))
             if photometric not in ("MINISBLACK", "RGB"):
                 return None
+            ih, iw = int(getattr(page, "imagelength", 0) or 0), int(getattr(page, "imagewidth", 0) or 0)
+            if ih and iw:
+                check_pixels(path, ih, iw)
             arr = page.asarray()
             axes = page.axes
             extrasamples = tuple(getattr(page, "extrasamples", ()) or ())
+    except ImageReadError:
+        raise
     except Exception:  # noqa: BLE001 - compression tifffile cannot decode, etc.
         return None
     if "S" in axes and axes.index("S") == 0 and arr.ndim == 3:
@@ -435,9 +495,12 @@ def _read_pillow(path: Path, fmt_hint: str) -> tuple[np.ndarray, dict, list[str]
         im = Image.open(path)
     except UnidentifiedImageError:
         raise ImageReadError(f"cannot read {path}: not an image file Pillow recognises") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: {_one_line(exc)} (set {MAX_PIXELS_ENV} to allow larger images)") from None
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"cannot read {path}: {_one_line(exc)}") from None
     with im:
+        check_pixels(path, im.size[1], im.size[0])  # before any pixel is decoded
         fmt = im.format or fmt_hint
         try:
             im.load()
@@ -521,6 +584,7 @@ def _load_array(path: Path) -> tuple[np.ndarray, dict, list[str], bytes | None]:
         except ValueError:
             raise ImageReadError(f"cannot read {path}: corrupt PNG header") from None
         if depth == 16 and ctype in (2, 4, 6):
+            check_pixels(path, h, w)
             try:
                 arr, icc = decode_png(path.read_bytes())
             except (ValueError, OSError) as exc:
