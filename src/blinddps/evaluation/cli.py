@@ -24,8 +24,12 @@ _EVAL_DIR = Path(__file__).resolve().parents[3] / "configs" / "eval"
 EVAL_CONFIG_KEYS = {
     "name", "description", "images", "degradation", "size", "kernel_size", "intensity", "std", "noise",
     "methods", "seed", "preset", "steps", "limit", "models", "overrides", "method_options", "max_shift",
-    "tilt_options", "threads", "device",
+    "tilt_options", "threads", "device", "kernels", "border", "tracks",
+    "benchmark", "levin_images", "levin_kernels",
 }
+#: the keys a ``benchmark: levin`` config passes on to evaluate_levin
+_LEVIN_KEYS = {"methods", "kernel_size", "preset", "steps", "models", "overrides", "method_options", "seed",
+               "device", "threads", "limit"}
 
 
 def list_eval_configs() -> dict[str, Path]:
@@ -75,6 +79,13 @@ def add_evaluate_subparser(subparsers: "argparse._SubParsersAction") -> argparse
     p.add_argument("--intensity", type=float, default=None, help="motion-kernel intensity in [0, 1]")
     p.add_argument("--std", type=float, default=None, help="Gaussian kernel std (gaussian, turbulence)")
     p.add_argument("--noise", type=float, default=None, help="measurement noise std on [-1, 1] images")
+    p.add_argument("--kernels", default=None, choices=["trajectory", "shake", "levin"],
+                   help="motion-kernel family: our generator (the priors' training family), the held-out "
+                        "camera-shake model, or Levin et al.'s 8 recorded kernels")
+    p.add_argument("--border", default=None, choices=["zero", "scene"],
+                   help="zero: zero-padded blur; scene: the scene goes on past the frame (a photo's borders)")
+    p.add_argument("--tracks", default=None, metavar="NAMES",
+                   help="with a config that has tracks: run only these (comma-separated, e.g. scene-shake)")
     p.add_argument("--preset", default=None, help="preset for dps_true and blinddps (default: the config's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps for dps_true and blinddps")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
@@ -100,7 +111,7 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "images": args.images, "degradation": args.degradation, "size": args.size,
         "kernel_size": args.kernel_size, "intensity": args.intensity, "std": args.std,
-        "noise": args.noise, "preset": args.preset, "steps": args.steps, "limit": args.limit,
+        "noise": args.noise, "kernels": args.kernels, "border": args.border, "preset": args.preset, "steps": args.steps, "limit": args.limit,
         "seed": args.seed, "sampler_seed": args.sampler_seed, "device": args.device, "threads": args.threads,
     }
     for k, v in flags.items():
@@ -109,6 +120,8 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.methods is not None:
         kw["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     for k in ("size", "kernel_size", "steps", "limit", "threads"):
+        if k == "kernel_size" and kw.get("benchmark") and kw.get(k) == "true":
+            continue  # a recorded benchmark: each kernel's own size
         if kw.get(k) is not None and (isinstance(kw[k], bool) or not isinstance(kw[k], int) or kw[k] < 1):
             raise ValueError(f"{k.replace('_', '-')} must be a positive integer, got {kw[k]!r}")
     return kw
@@ -122,6 +135,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     kw = _kwargs(args)
     name = kw.pop("name", None)
+    if kw.get("benchmark") is not None:
+        return _run_benchmark(args, kw, name)
+    if "tracks" in kw:
+        return _run_tracks(args, kw, name)
+    if getattr(args, "tracks", None):
+        raise ValueError("--tracks needs a config with tracks")
     try:
         res = evaluate(out_dir=args.out, resume=args.resume, progress=getattr(args, "progress", True),
                        grid=getattr(args, "grid", True), name=name, **kw)
@@ -134,6 +153,58 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print()
     print("  ".join(f"{k}: {v}" for k, v in res.paths.items()))
     print(f"{len(res.ran)} results computed, {len(res.skipped)} taken from {res.paths['csv']}")
+    return 0
+
+
+def _run_benchmark(args: argparse.Namespace, kw: dict[str, Any], name: str | None) -> int:
+    from .levin_runner import evaluate_levin
+
+    bench = kw.pop("benchmark")
+    if bench != "levin":
+        raise ValueError(f"unknown benchmark {bench!r}; the one built in is 'levin'")
+    extra = sorted(set(kw) - _LEVIN_KEYS - {"levin_images", "levin_kernels"})
+    if extra:
+        raise ValueError(f"the levin benchmark does not take {extra[0]!r}")
+    for key in ("levin_images", "levin_kernels"):
+        v = kw.get(key)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(i, int) for i in v)):
+            raise ValueError(f"{key} must be a list of 1-based indices, got {v!r}")
+    try:
+        text, _ = evaluate_levin(args.out, images=kw.pop("levin_images", None), kernels=kw.pop("levin_kernels", None),
+                                 progress=getattr(args, "progress", True), resume=args.resume, **kw)
+    except KeyboardInterrupt:
+        print(f"blinddps evaluate: interrupted; run again with --out {args.out} to resume", file=sys.stderr)
+        return 130
+    print(text)
+    return 0
+
+
+def _run_tracks(args: argparse.Namespace, kw: dict[str, Any], name: str | None) -> int:
+    from ..models.checkpoints import CheckpointError
+    from .tracks import evaluate_tracks, track_label
+
+    tracks = kw.pop("tracks")
+    for k in ("border", "kernels"):  # a flag fixes it for every track
+        if k in kw:
+            tracks = [{**t, k: kw.pop(k)} for t in tracks] if isinstance(tracks, list) else tracks
+    if getattr(args, "tracks", None):
+        want = [w.strip() for w in args.tracks.split(",") if w.strip()]
+        known = [track_label(t) for t in tracks] if isinstance(tracks, list) else []
+        bad = [w for w in want if w not in known]
+        if bad:
+            raise ValueError(f"unknown track {bad[0]!r}; the config has {', '.join(known)}")
+        tracks = [t for t in tracks if track_label(t) in want]
+    try:
+        res = evaluate_tracks(tracks, args.out, resume=args.resume, progress=getattr(args, "progress", True),
+                              grid=getattr(args, "grid", True), name=name, **kw)
+    except CheckpointError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    except KeyboardInterrupt:
+        print(f"blinddps evaluate: interrupted; run again with --out {args.out} to resume", file=sys.stderr)
+        return 130
+    print(res.table)
+    print()
+    print("  ".join(f"{k}: {v}" for k, v in res.paths.items()))
     return 0
 
 

@@ -65,6 +65,9 @@ __all__ = [
     "EvalResult",
     "evaluate",
     "degrade",
+    "scene_crop",
+    "KERNEL_FAMILIES",
+    "BORDERS",
     "read_results",
     "method_base",
 ]
@@ -74,6 +77,12 @@ BLIND_METHODS = ("l0_blind", "blinddps")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
 DIFFUSION_METHODS = ("dps_true", "blinddps")
 DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "gaussian_deblur", "turbulence": "turbulence"}
+#: motion-kernel families: our generator (the priors' training family), the held-out
+#: camera-shake model (nothing trained or tuned on it), Levin et al.'s 8 recorded kernels
+KERNEL_FAMILIES = ("trajectory", "shake", "levin")
+#: "zero": zero-padded 'same' blur (the original's protocol); "scene": the scene goes on
+#: past the frame ('valid' blur of a larger crop, what a photo is)
+BORDERS = ("zero", "scene")
 
 CSV_COLUMNS = [
     "image", "method", "config",
@@ -130,22 +139,30 @@ def _seed(seed: int, name: str, stream: int) -> int:
 # --------------------------------------------------------------------------- degradation
 def degrade(x: torch.Tensor, name: str, degradation: str = "motion", kernel_size: int = 32,
             intensity: float = 0.5, std: float = 3.0, noise: float = 0.02, seed: int = 0,
-            tilt_options: dict | None = None):
+            tilt_options: dict | None = None, kernels: str = "trajectory", border: str = "zero"):
     """The measurement of image ``x`` (C, H, W) or (1, C, H, W): returns
-    ``(y (1,C,H,W), kernel (1,1,k,k), tilt (1,2,H,W) or None)``. Deterministic in
-    ``(seed, name)`` and the settings."""
-    from ..operators import GaussianNoise, conv_same, tilt_warp
-    from ..simulate import gaussian_kernels, motion_kernels, tilt_maps
+    ``(y (1,C,h,w), kernel (1,1,k,k), tilt (1,2,h,w) or None)``. Deterministic in
+    ``(seed, name)`` and the settings.
+
+    ``kernels`` (motion): the family the kernel is drawn from (:data:`KERNEL_FAMILIES`).
+    ``border``: ``"zero"`` blurs with zero padding ('same', y the size of x: the
+    original's synthetic protocol); ``"scene"`` treats ``x`` as a scene larger than the
+    frame: y is the 'valid' blur, smaller than x by k − 1 (a real photo's borders), and
+    the ground truth is :func:`scene_crop` of x."""
+    from ..operators import GaussianNoise, conv_same, conv_valid, tilt_warp
+    from ..simulate import gaussian_kernels, tilt_maps
 
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    if border not in BORDERS:
+        raise ValueError(f"unknown border {border!r}; choose one of {', '.join(BORDERS)}")
     x = x[None] if x.dim() == 3 else x
     H, W = x.shape[-2:]
     if kernel_size > min(H, W):
         raise ValueError(f"kernel size {kernel_size} exceeds the image size {H}x{W}")
     gen = torch.Generator().manual_seed(_seed(seed, name, 0))
     if degradation == "motion":
-        k = motion_kernels(1, int(kernel_size), float(intensity), generator=gen)
+        k = draw_kernel(kernels, int(kernel_size), float(intensity), gen)
     else:
         k = gaussian_kernels(1, int(kernel_size), float(std), generator=gen)
     tilt = None
@@ -153,8 +170,53 @@ def degrade(x: torch.Tensor, name: str, degradation: str = "motion", kernel_size
     if degradation == "turbulence":
         tilt = tilt_maps(1, int(H), int(W), generator=gen, **(tilt_options or {}))
         z = tilt_warp(x, tilt)
-    y = GaussianNoise(float(noise))(conv_same(z, k), generator=gen)
+    blurred = conv_same(z, k) if border == "zero" else conv_valid(z, k)
+    y = GaussianNoise(float(noise))(blurred, generator=gen)
+    if tilt is not None and border == "scene":
+        tilt = scene_crop(tilt, int(kernel_size))
     return y, k, tilt
+
+
+def scene_crop(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The frame of a 'valid' measurement inside its scene ``x`` (…, H, W): the
+    (H − k + 1) × (W − k + 1) window at offset ``(k − 1) // 2`` (where ``conv_valid``
+    puts a centred kernel's origin, and where :class:`BlindBlur` crops its image)."""
+    c = (int(kernel_size) - 1) // 2
+    h, w = x.shape[-2] - kernel_size + 1, x.shape[-1] - kernel_size + 1
+    return x[..., c : c + h, c : c + w]
+
+
+def draw_kernel(family: str, size: int, intensity: float, gen: torch.Generator) -> torch.Tensor:
+    """One (1, 1, size, size) motion kernel of ``family`` (:data:`KERNEL_FAMILIES`)."""
+    from ..simulate import camera_shake_kernels, motion_kernels
+
+    if family == "trajectory":
+        return motion_kernels(1, size, intensity, generator=gen)
+    if family == "shake":
+        return camera_shake_kernels(1, size, generator=gen)
+    if family == "levin":
+        from .levin import levin_kernels
+
+        bank = levin_kernels()
+        j = int(torch.randint(0, len(bank), (1,), generator=gen).item())
+        return torch.from_numpy(centre_in_window(bank[j], size)).float()[None, None]
+    raise ValueError(f"unknown kernel family {family!r}; choose one of {', '.join(KERNEL_FAMILIES)}")
+
+
+def centre_in_window(k: np.ndarray, size: int) -> np.ndarray:
+    """Kernel ``k`` (h, w) placed in a size × size window with its centroid as near
+    the window centre as whole pixels allow (renormalised to sum 1)."""
+    h, w = k.shape
+    if h > size or w > size:
+        raise ValueError(f"a {h}x{w} kernel does not fit a {size}x{size} window; use kernel_size >= {max(h, w)}")
+    rows, cols = np.indices(k.shape)
+    cr, cc = (rows * k).sum() / k.sum(), (cols * k).sum() / k.sum()
+    centre = (size - 1) / 2.0
+    r0 = int(np.clip(round(centre - cr), 0, size - h))
+    c0 = int(np.clip(round(centre - cc), 0, size - w))
+    out = np.zeros((size, size))
+    out[r0 : r0 + h, c0 : c0 + w] = k
+    return out / out.sum()
 
 
 # --------------------------------------------------------------------------- methods
@@ -191,8 +253,9 @@ def _solve(p: Problem, opts: dict, nonblind: bool) -> MethodOutput:
         if p.tilt is not None:
             fixed["tilt"] = p.tilt
     over = dict(s.get("overrides") or {})
-    # the measurement is simulated with the 'same' model: the solver must use it too
-    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1]), "mode": "same"}})
+    # the solver uses the model the measurement was simulated with: 'same' for zero
+    # borders, 'valid' for a scene that goes on past the frame (what the CLI runs on photos)
+    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1]), "mode": s.get("mode", "same")}})
     over = _merge(over, opts)
     sol = solve(p.y, s["preset"], steps=s.get("steps"), seed=p.seed, device=s.get("device", "cpu"),
                 fixed=fixed, models=s.get("models"), **over)
@@ -357,14 +420,14 @@ def _weights_id(preset_models: dict[str, str], models: dict | None) -> str:
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
-def _preflight(cfg: dict, steps, models, overrides, kernel_size: int) -> dict:
+def _preflight(cfg: dict, steps, models, overrides, kernel_size: int, mode: str = "same") -> dict:
     """Build the (loaded) preset's operator and priors once, so that a missing checkpoint
     or a prior that does not fit the kernel size fails with one line before anything
     runs. Returns the preset as the diffusion methods will run it (overrides merged)."""
     from ..models.checkpoints import CheckpointError
     from ..presets import build_operator, build_variables, check_prior_shapes, merge
 
-    over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size), "mode": "same"}})
+    over: dict[str, Any] = merge(dict(overrides or {}), {"operator": {"kernel_size": int(kernel_size), "mode": mode}})
     if steps is not None:
         over["steps"] = int(steps)
     for nm, path in (models or {}).items():
@@ -482,6 +545,8 @@ def evaluate(
     grid: bool = True,
     grid_rows: int = 8,
     name: str | None = None,
+    kernels: str = "trajectory",
+    border: str = "zero",
 ) -> EvalResult:
     """Run the benchmark; see the module docstring for the protocol and the outputs.
 
@@ -496,6 +561,11 @@ def evaluate(
     ``sampler_seed``: base of the diffusion methods' per-image sampler seeds (default
     ``seed``); another value redraws their samples for the same measurements, to measure
     the seed-to-seed spread (their rows are keyed on it).
+    ``kernels``: the motion-kernel family (:data:`KERNEL_FAMILIES`; ``shake`` and
+    ``levin`` are held out from every prior and setting). ``border``: ``zero`` (the
+    zero-padded 'same' blur) or ``scene`` (images are loaded ``kernel_size − 1`` larger,
+    blurred 'valid' and scored on the frame; the diffusion methods run the 'valid'
+    model, as ``blinddps deblur`` does on a photo).
     """
     t_start = time.perf_counter()
     if isinstance(methods, str):
@@ -507,6 +577,13 @@ def evaluate(
         _check_method_name(m)
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    if kernels not in KERNEL_FAMILIES:
+        raise ValueError(f"unknown kernel family {kernels!r}; choose one of {', '.join(KERNEL_FAMILIES)}")
+    if kernels != "trajectory" and degradation != "motion":
+        raise ValueError(f"kernels={kernels!r} is a motion-kernel family; {degradation} draws its own kernels")
+    if border not in BORDERS:
+        raise ValueError(f"unknown border {border!r}; choose one of {', '.join(BORDERS)}")
+    mode = "same" if border == "zero" else "valid"
     for nm, v, lo in (("size", size, 8), ("kernel_size", kernel_size, 3)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
@@ -529,7 +606,8 @@ def evaluate(
     for m in method_options:
         _check_method_name(m)
     preset = preset if preset is not None else DEFAULT_PRESETS[degradation]
-    items: list[EvalImage] = load_images(images, size=size, limit=limit)
+    # a scene border: the image is the scene, kernel_size - 1 larger than the scored frame
+    items: list[EvalImage] = load_images(images, size=size + (kernel_size - 1 if border == "scene" else 0), limit=limit)
     diffusion = any(method_base(m) in DIFFUSION_METHODS for m in methods)
     num_samples = None
     preset_cfg: dict = {}
@@ -537,7 +615,7 @@ def evaluate(
         from ..presets import load_preset, sampling_counts
 
         preset_cfg = load_preset(preset)
-        run_cfg = _preflight(preset_cfg, steps, models, overrides, kernel_size)  # fail now, not after the baselines
+        run_cfg = _preflight(preset_cfg, steps, models, overrides, kernel_size, mode)  # fail now, not after the baselines
         # record (and key the results on) the step count the preset runs with
         steps, num_samples = sampling_counts(run_cfg)
     out = Path(out_dir)
@@ -552,6 +630,11 @@ def evaluate(
         degr["std"] = float(std)
     if degradation == "turbulence":
         degr["tilt_options"] = dict(tilt_options or {})
+    # recorded only when not the defaults, so folders from before these options still resume
+    if kernels != "trajectory":
+        degr["kernels"] = kernels
+    if border != "zero":
+        degr["border"] = border
     run_json = out / "run.json"
     if not resume:
         for pth in (csv_path, run_json):
@@ -574,6 +657,7 @@ def evaluate(
     # only the diffusion methods use the preset: only they are keyed on its content
     preset_id = _preset_id(preset, preset_cfg) if diffusion else _preset_name(preset)
     settings = {"preset": preset, "preset_id": preset_id, "steps": steps, "device": device, "models": models,
+                "mode": mode,
                 "overrides": overrides,
                 "weights": _weights_id(preset_models, models),
                 # keyed only when it differs, so rows computed before the option still match
@@ -599,7 +683,10 @@ def evaluate(
             if not pending and (out / "outputs" / _safe(it.name) / "inputs.npz").is_file():
                 continue
             x = it.image[None].float()
-            y, k, tilt = degrade(x, it.name, degradation, kernel_size, intensity, std, noise, seed, tilt_options)
+            y, k, tilt = degrade(x, it.name, degradation, kernel_size, intensity, std, noise, seed, tilt_options,
+                                 kernels, border)
+            if border == "scene":
+                x = scene_crop(x, kernel_size)
             prob = Problem(it.name, x, y, k, tilt, _seed(sampler_seed, it.name, 1), settings)
             img_dir = out / "outputs" / _safe(it.name)
             _save_npz(img_dir / "inputs.npz", x=x[0], y=y[0], kernel=k[0, 0], tilt=None if tilt is None else tilt[0])
@@ -634,7 +721,9 @@ def evaluate(
     table = R.markdown_table(means, methods, degradation=degradation, max_shift=max_shift)
     lp_ok, lp_reason = M.lpips_available()
     header = {
-        "title": name or f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}",
+        "title": name or (f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}"
+                          + (f", {kernels} kernels" if kernels != "trajectory" else "")
+                          + (", scene borders" if border == "scene" else "")),
         "settings": {**degr, "sampler_seed": int(sampler_seed), "methods": methods, "preset": preset_id, "steps": steps,
                      "num_samples": num_samples,
                      "max_shift": max_shift, "device": device, "images": names},
@@ -652,7 +741,10 @@ def evaluate(
         "title": header["title"],
         "inputs": [{"name": it.name, "source": it.source, "shape": list(it.image.shape),
                     "seed": _seed(seed, it.name, 0)} for it in items],
-        "settings": {**header["settings"], "noise_model": "y = k * x (same, zero padding) + N(0, noise^2)",
+        "settings": {**header["settings"], "kernels": kernels, "border": border,
+                     "noise_model": ("y = k * x (same, zero padding) + N(0, noise^2)" if border == "zero" else
+                                     "y = k * x (valid: the scene is kernel_size-1 larger than the scored frame)"
+                                     " + N(0, noise^2)"),
                      "method_configs": configs, "method_options": method_options,
                      "overrides": overrides, "models": models, "threads": threads,
                      "metrics": (f"PSNR/SSIM (scikit-image, data range 2) on outputs clipped to [-1,1] "
