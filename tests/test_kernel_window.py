@@ -62,3 +62,24 @@ def test_shipped_priors_take_any_kernel_size(size):
     assert k.shape == (1, 1, size, size) and abs(float(k.sum()) - 1) < 1e-5
     with pytest.raises(ValueError, match="--kernel-size 32 or less"):
         solve(y, "motion_deblur", steps=2, num_samples=1, operator={"kernel_size": 33})
+
+
+def test_cli_writes_the_kernel_at_the_asked_size(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from blinddps import cli
+
+    g = np.random.default_rng(0)
+    Image.fromarray((g.random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    code = cli.main(["deblur", str(tmp_path / "in.png"), "--out", str(tmp_path / "o"), "--kernel-size", "15",
+                     "--steps", "2", "--samples", "1", "--quiet"])
+    assert code == 0
+    k = np.load(tmp_path / "o" / "kernel.npy")
+    assert k.shape == (15, 15) and abs(k.sum() - 1) < 1e-5
+    assert (tmp_path / "o" / "restored.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["deblur", str(tmp_path / "in.png"), "--out", str(tmp_path / "p"), "--kernel-size", "33",
+                     "--steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kernel-size 32 or less" in err[0]
