@@ -191,7 +191,8 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
                    help="preset name in configs/ or a YAML path (default: %s)"
                    % ("turbulence, or paper_turbulence_ffhq while that is missing" if turb else "motion_deblur"))
     p.add_argument("--kernel-size", type=_positive_int, default=None, metavar="K",
-                   help="blur kernel size in pixels (default: the preset's; must match the kernel prior)")
+                   help="blur kernel size in pixels, 3 up to the kernel prior's window (32 for the shipped "
+                        "priors; a smaller kernel is estimated in the window's centre); default: the preset's")
     p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
                    help="diffusion steps (default: the preset's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed")
@@ -518,6 +519,15 @@ def output_lock(out: Path, distributed: bool = False) -> Iterator[Any]:
         lock.release()
 
 
+def _tidy(folder: Path, names: Sequence[str]) -> None:
+    """A complete result a killed run left behind: its stale marker and ``.part`` files go."""
+    from .outputs import clear_incomplete, remove_stale_parts
+
+    with suppress(OSError):
+        remove_stale_parts(folder, names)
+        clear_incomplete(folder)
+
+
 def check_writable_dirs(jobs: Sequence[Job]) -> None:
     """Every existing result folder of ``jobs`` can be written (before any work)."""
     from .outputs import OutputNotWritableError, check_writable
@@ -829,6 +839,7 @@ def _restore_jobs(args: argparse.Namespace, task: str, jobs: list[Job], single: 
         todo = []
         for job in mine:
             if not args.overwrite and (job.dir / "summary.json").is_file():
+                _tidy(job.dir, RESTORE_OUTPUTS)
                 s = _read_summary(job.dir)
                 records.append(Record(str(job.input), "skipped", s.get("timings", {}).get("seconds"),
                                       s.get("residual_rms"), "", str(job.dir)))
@@ -1069,6 +1080,7 @@ def _simulate_jobs(args: argparse.Namespace, jobs: list[Job]) -> int:
     records = []
     for job in tqdm(jobs, desc="images", disable=not _progress_ok(args.quiet) or len(jobs) < 2):
         if not args.overwrite and (job.dir / "summary.json").is_file():
+            _tidy(job.dir, SIMULATE_OUTPUTS)
             tqdm.write(f"{job.label}: skipped ({job.dir / 'summary.json'} exists; --overwrite redoes it)")
             records.append(Record(str(job.input), "skipped"))
             continue

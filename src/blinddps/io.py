@@ -33,15 +33,18 @@ import io as _io
 import json
 import os
 import struct
+import sys
 import tempfile
 import zlib
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ImageReadError",
@@ -189,6 +192,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.environ.get("BLINDDPS_TEST_KILL_AT"):  # fault injection (blinddps.outputs.fault_point)
+            from .outputs import fault_point
+
+            fault_point(f"part:{path.name}")
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
@@ -236,9 +243,10 @@ def _json_default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # (imported by whoever made a tensor)
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.detach().cpu().tolist()
-    if isinstance(obj, (Path, torch.device, torch.dtype)):
+    if isinstance(obj, Path) or (torch is not None and isinstance(obj, (torch.device, torch.dtype))):
         return str(obj)
     if isinstance(obj, (set, tuple)):
         return list(obj)
@@ -614,6 +622,8 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, ImageInfo]:
     vr = _range_for(colour)
     x = (colour.astype(np.float64) - vr[0]) / (vr[1] - vr[0])
     x = np.clip(x, 0.0, 1.0) * 2.0 - 1.0
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None]
     info = ImageInfo(
         path=str(path),
@@ -637,7 +647,7 @@ def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, ImageInfo]:
 # ----------------------------------------------------------------------------- writing
 def to_uint(x: torch.Tensor | np.ndarray, bits: int) -> np.ndarray:
     """``(C, H, W)`` or ``(1, C, H, W)`` values in [-1, 1] → ``H×W×C`` uint8/uint16."""
-    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    a = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
     if a.ndim == 4:
         a = a[0]
     if a.ndim == 2:
@@ -661,6 +671,8 @@ def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, info:
     """Write ``image`` ((1, C, H, W) or (C, H, W) in [-1, 1], C = ``info.channels``)
     to ``path`` with the size, bit depth, mode, value range and alpha of ``info``,
     atomically. The suffix of ``path`` should be :func:`output_suffix` (``info``)."""
+    import torch
+
     x = image.detach().cpu() if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
     if x.dim() == 4:
         x = x[0]

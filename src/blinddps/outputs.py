@@ -16,7 +16,9 @@
 * :func:`settings_difference` — the first setting in which an existing result differs
   from what this run would make (so resuming never reuses results of other settings).
 * :func:`fault_point` — the test hook: ``BLINDDPS_TEST_KILL_AT=STAGE`` makes the process
-  SIGKILL itself at that stage (the fault-injection tests; nothing else sets it).
+  SIGKILL itself at that stage (``BLINDDPS_TEST_SIGNAL`` another signal) — stages
+  ``marked``, ``before:FILE``, ``part:FILE`` (the temporary written, not yet renamed),
+  ``after:summary.json`` (the fault-injection tests; nothing else sets it).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ __all__ = [
 LOCK_NAME = ".blinddps.lock"
 INCOMPLETE_NAME = ".blinddps-incomplete"
 KILL_ENV = "BLINDDPS_TEST_KILL_AT"
+SIGNAL_ENV = "BLINDDPS_TEST_SIGNAL"
 _RUN_ID_ENV = "TORCHELASTIC_RUN_ID"
 
 
@@ -248,7 +251,9 @@ def _diff(a: Any, b: Any, path: str) -> str | None:
 
 # ----------------------------------------------------------------------------- fault injection
 def fault_point(stage: str) -> None:
-    """The fault-injection hook: SIGKILL this process at ``stage`` when
-    ``BLINDDPS_TEST_KILL_AT`` names it (the reliability tests; a no-op otherwise)."""
+    """The fault-injection hook: send this process a signal at ``stage`` when
+    ``BLINDDPS_TEST_KILL_AT`` names it — ``BLINDDPS_TEST_SIGNAL`` (KILL by default; TERM,
+    INT, STOP) — for the reliability tests; a no-op otherwise."""
     if os.environ.get(KILL_ENV) == stage:
-        os.kill(os.getpid(), signal.SIGKILL)
+        name = os.environ.get(SIGNAL_ENV, "KILL").upper().removeprefix("SIG")
+        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
