@@ -81,7 +81,8 @@ class KernelSource(BatchSource):
 
     ``kind='motion'``: random-trajectory kernels at ``intensity`` (a float or a (lo, hi)
     range); ``kind='gaussian'``: Gaussian kernels of ``std`` (float or range) and
-    ``anisotropy``.
+    ``anisotropy``; ``kind='mixture'``: :func:`blinddps.simulate.mixture.mixed_kernels`
+    (trajectories of every intensity with speed and thickness variation, and Gaussians).
     """
 
     def __init__(
@@ -93,8 +94,8 @@ class KernelSource(BatchSource):
         anisotropy: float | Sequence[float] = 1.0,
         generator: torch.Generator | int | None = None,
     ) -> None:
-        if kind not in ("motion", "gaussian"):
-            raise ValueError(f"kernel kind must be 'motion' or 'gaussian', got {kind!r}")
+        if kind not in ("motion", "gaussian", "mixture"):
+            raise ValueError(f"kernel kind must be 'motion', 'gaussian' or 'mixture', got {kind!r}")
         self.size = self.height = self.width = int(size)
         self.channels = 1
         self.kind = kind
@@ -110,6 +111,10 @@ class KernelSource(BatchSource):
 
         if self.kind == "motion":
             return motion_kernels(n, self.size, self.intensity, self.generator)
+        if self.kind == "mixture":
+            from ..simulate.mixture import mixed_kernels
+
+            return mixed_kernels(n, self.size, self.generator)
         return gaussian_kernels(n, self.size, self.std, self.anisotropy, generator=self.generator)
 
     def sample(self, n: int) -> torch.Tensor:
@@ -119,7 +124,7 @@ class KernelSource(BatchSource):
         d = {**super().describe(), "kind": self.kind, "size": self.size}
         if self.kind == "motion":
             d["intensity"] = list(self.intensity) if isinstance(self.intensity, tuple) else self.intensity
-        else:
+        elif self.kind == "gaussian":
             d["std"] = list(self.std) if isinstance(self.std, tuple) else self.std
             d["anisotropy"] = list(self.anisotropy) if isinstance(self.anisotropy, tuple) else self.anisotropy
         d["transform"] = "kernel_simplex"

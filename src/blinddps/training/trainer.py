@@ -101,6 +101,7 @@ class TrainConfig:
     sample_count: int = 16
     sample_steps: int = 100
     transform: Any = None  # stored in the exported YAML for the prior loader; default per task
+    init_from: str | None = None  # start from these weights ("shipped:NAME" or a .safetensors path) instead of random
     description: str = ""
 
     @classmethod
@@ -432,6 +433,26 @@ def _checkpoint_compatible(saved: Mapping[str, Any], cfg: TrainConfig) -> str | 
     return None
 
 
+def _init_from(net: torch.nn.Module, ema: torch.nn.Module, spec: str) -> None:
+    """Load a saved prior's UNet weights into ``net`` and ``ema`` (fine-tuning). The
+    architecture must match; a saved DC-prior wrapper's buffers are dropped (the
+    wrapper is rebuilt from this run's data)."""
+    from safetensors.torch import load_file
+
+    from ..presets import model_file
+
+    path = model_file(spec, published=False)
+    if path is None or not Path(path).is_file() or Path(path).suffix != ".safetensors":
+        raise TrainConfigError(f"init_from: no .safetensors weights found for {spec!r}")
+    weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith("dc_prior.")}
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise TrainConfigError(f"init_from {spec!r}: the weights do not fit this model "
+                               f"({str(exc).splitlines()[0]})") from None
+    ema.load_state_dict(net.state_dict())
+
+
 def train(
     config: "TrainConfig | Mapping[str, Any] | str | os.PathLike",
     out_dir: str | os.PathLike,
@@ -496,6 +517,8 @@ def train(
         module: torch.nn.Module = DCPriorUNet(net, dc[0], dc[1], torch.as_tensor(schedule.alphas_cumprod)).to(device)
     else:
         module = net
+    if state is None and cfg.init_from:
+        _init_from(net, ema, str(cfg.init_from))
     if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
