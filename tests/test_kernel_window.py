@@ -83,3 +83,45 @@ def test_cli_writes_the_kernel_at_the_asked_size(tmp_path, capsys):
                      "--steps", "2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--kernel-size 32 or less" in err[0]
+
+
+def test_image_window_pads_the_image_not_the_measurement():
+    """A 'valid' measurement whose image size the UNet does not accept: the image grows by
+    unseen rows/columns, the measurement is left as it is."""
+    from blinddps.operators import ImageWindow, conv_valid
+
+    op = BlindBlur(5, mode="valid")
+    win = ImageWindow(op, (20, 21), (24, 24))
+    assert win.image_shape((3, 16, 17)) == (3, 24, 24) and win.image_offset() == op.image_offset()
+    assert win.unknown_shapes((3, 24, 24)) == {"kernel": (1, 5, 5)}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 24, 24, generator=g)
+    k = torch.rand(2, 1, 5, 5, generator=g)
+    y = win.forward(x, kernel=k)
+    assert y.shape == (2, 3, 16, 17) and torch.allclose(y, conv_valid(x[..., :20, :21], k))
+    # the unseen part has no influence, and the adjoint is exact
+    x2 = x.clone()
+    x2[..., 20:, :] = 5.0
+    assert torch.equal(win.forward(x2, kernel=k), y)
+    r = torch.rand_like(y)
+    assert torch.allclose((win.forward(x, kernel=k) * r).sum(), (x * win.adjoint(r, kernel=k)).sum(), rtol=1e-4)
+    with pytest.raises(ValueError, match="does not allow"):
+        ImageWindow(BlindBlur(5), (20, 20), (24, 24))
+
+
+def test_solve_valid_does_not_invent_measurement_rows(tiny_models, monkeypatch):
+    from blinddps import api
+
+    seen = {}
+    real = api.sample
+
+    def spy(operator, y, *a, **k):
+        seen["y"], seen["op"] = y.shape, operator
+        return real(operator, y, *a, **k)
+
+    monkeypatch.setattr(api, "sample", spy)
+    y = torch.rand(1, 3, 13, 13) * 2 - 1  # valid with a 5x5 kernel: image 17x17 -> 32x32 for the UNet
+    p = preset(tiny_models)
+    sol = solve(y, p, steps=2, operator={"kernel_size": 5, "mode": "valid"})
+    assert seen["y"] == (1, 3, 13, 13) and "ImageWindow" in repr(seen["op"])
+    assert sol.image.shape == y.shape and sol.params["kernel"].shape == (1, 1, 5, 5)

@@ -1,5 +1,5 @@
 """Forward models and the unknowns they declare (see :mod:`blinddps.operators.base`)."""
-from .base import Operator, Unknown
+from .base import ImageWindow, Operator, Unknown
 from .blur import (
     BlindBlur,
     conv_same,
@@ -16,6 +16,7 @@ from .turbulence import Turbulence, tilt_warp, tilt_warp_adjoint
 
 __all__ = [
     "Operator",
+    "ImageWindow",
     "Unknown",
     "BlindBlur",
     "Turbulence",

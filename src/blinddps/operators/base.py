@@ -108,6 +108,11 @@ class Operator(ABC):
     """
 
     unknowns: dict[str, Unknown]
+    #: True when the image may extend past the part the measurement sees (rows/columns
+    #: added at the bottom/right are scene outside the view, shaped by the image prior
+    #: only): lets :class:`ImageWindow` give a prior the image size it needs without
+    #: inventing measurement values. False for models with zero borders ('same').
+    extendable_image: bool = False
 
     def __init__(self) -> None:
         self.unknowns = {}
@@ -202,3 +207,70 @@ class Operator(ABC):
     def __repr__(self) -> str:
         unk = ", ".join(f"{n}{u.shape}" for n, u in self.unknowns.items())
         return f"{type(self).__name__}(unknowns: {unk or 'none'})"
+
+
+class ImageWindow(Operator):
+    """``inner`` applied to the top-left ``window`` (h, w) of a larger image of per-sample
+    spatial size ``image_hw``: the rows and columns past the window are scene the
+    measurement does not see. Used to pad the image of an :attr:`Operator.extendable_image`
+    model (e.g. a 'valid' blur) to a size the image prior's UNet accepts — instead of
+    padding the measurement with made-up (reflected) values that the unknowns would then
+    have to explain. Unknowns, offsets and the data estimate are the inner operator's."""
+
+    def __init__(self, inner: Operator, window: tuple[int, int], image_hw: tuple[int, int]) -> None:
+        super().__init__()
+        if not inner.extendable_image:
+            raise ValueError(f"{type(inner).__name__} does not allow an image larger than its measurement's view")
+        if any(u.shape[-1] == -1 or u.shape[-2] == -1 for u in inner.unknowns.values()):
+            raise ValueError("ImageWindow takes operators without image-sized unknowns")
+        (h, w), (H, W) = window, image_hw
+        if H < h or W < w:
+            raise ValueError(f"image {H}x{W} is smaller than the window {h}x{w}")
+        self.inner = inner
+        self.window = (int(h), int(w))
+        self.image_hw = (int(H), int(W))
+        self.unknowns = inner.unknowns
+        if callable(getattr(inner, "proximal", None)):  # the proximal sampler's hook, when the model has one
+            self.proximal = self._proximal
+
+    def image_shape(self, measurement_shape):
+        c = int(self.inner.image_shape(measurement_shape)[0])
+        return (c, *self.image_hw)
+
+    def measurement_shape(self, image_shape):
+        return self.inner.measurement_shape((image_shape[0], *self.window))
+
+    def image_offset(self):
+        return self.inner.image_offset()
+
+    def unknown_shapes(self, image_shape):
+        return self.inner.unknown_shapes((image_shape[0], *self.window))
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., : self.window[0], : self.window[1]]
+
+    def forward(self, x, **params):
+        return self.inner.forward(self._crop(x), **params)
+
+    def adjoint(self, y, **params):
+        a = self.inner.adjoint(y, **params)
+        return torch.nn.functional.pad(a, (0, self.image_hw[1] - a.shape[-1], 0, self.image_hw[0] - a.shape[-2]))
+
+    def estimate(self, name, x, y, params):
+        return self.inner.estimate(name, self._crop(x), y, params)
+
+    def initial_value(self, name):
+        return self.inner.initial_value(name)
+
+    def _proximal(self, name, value, y, params, rho, iters=8):
+        """The inner model's proximal step on the window; the unseen rest of the image
+        has no data term, so its proximal point is ``value`` itself."""
+        p = {k: (self._crop(v) if k == "image" else v) for k, v in params.items()}
+        if name != "image":
+            return self.inner.proximal(name, value, y, p, rho, iters)
+        out = value.clone()
+        out[..., : self.window[0], : self.window[1]] = self.inner.proximal(name, self._crop(value), y, p, rho, iters)
+        return out
+
+    def __repr__(self) -> str:
+        return f"ImageWindow({self.inner!r}, window={self.window}, image={self.image_hw})"
