@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .inputs import as_measurement
+from .operators import ImageWindow
 from .memory import check_memory
 from .presets import (build_operator, build_variables, check_override_keys, check_prior_shapes, load_preset, merge,
                       sampling_counts, validate_preset)
@@ -160,7 +161,11 @@ def solve(
     mult = prior_multiple(variables)
     img_c, img_h, img_w = operator.image_shape(tuple(y_in.shape[1:]))
     ph, pw = _pad_amount(img_h, mult), _pad_amount(img_w, mult)
-    if ph or pw:
+    if (ph or pw) and getattr(operator, "extendable_image", False) and not any(
+            -1 in tuple(u.shape)[-2:] for u in operator.unknowns.values()):
+        # a 'valid' model: the extra rows/columns are unseen scene, no measurement is invented
+        operator = ImageWindow(operator, (img_h, img_w), (img_h + ph, img_w + pw))
+    elif ph or pw:
         mode = "reflect" if (ph < H and pw < W) else "replicate"
         y_in = F.pad(y_in, (0, pw, 0, ph), mode=mode)
 

@@ -247,6 +247,11 @@ class _KernelBlur(Operator):
         self.channels = None if channels is None else int(channels)
         self.declare(Unknown("kernel", (1, *self.kernel_size), KernelSimplex(), "blur kernel, sums to 1"))
 
+    @property
+    def extendable_image(self) -> bool:  # type: ignore[override]
+        """'valid': the image may extend past what the measurement sees."""
+        return self.mode == "valid"
+
     # shapes ---------------------------------------------------------------
     def image_shape(self, measurement_shape):
         c, h, w = (int(s) for s in measurement_shape)
