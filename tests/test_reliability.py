@@ -143,6 +143,32 @@ def test_sigterm_message_and_exit_code_in_process(setup, capsys, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
 
 
+@fork_only
+def test_sigterm_inside_one_long_torch_operation_still_exits_promptly():
+    """The Python handler cannot run while the main thread is inside one C++ op (minutes
+    on a large photo); the watcher thread exits after the grace period anyway."""
+    import threading
+
+    from blinddps import cli
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ[cli.SIGNAL_GRACE_ENV] = "0.3"
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        try:
+            with cli.signal_handling():
+                a = torch.randn(6000, 6000)
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+                torch.mm(a, a)  # several seconds in one call
+        except cli.Terminated:
+            os._exit(77)  # the handler ran only after the op: the watcher did not act
+        os._exit(0)
+    t0 = time.perf_counter()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 143
+    assert time.perf_counter() - t0 < 5
+
+
 # ----------------------------------------------------------------------------- concurrency
 @fork_only
 def test_second_run_on_a_held_folder_is_refused_and_a_dead_holders_lock_recovered(setup, capsys):
@@ -448,3 +474,14 @@ def test_launch_splits_torchrun_options_and_maps_exit_codes():
     with pytest.raises(ValueError):
         split_argv(["--standalone"])
     assert _status([2, 2]) == 2 and _status([2, 1]) == 1 and _status([-15]) == 143 and _status([-9]) == 1
+    assert _status([2, -15]) == 2 and _status([-2, 130]) == 130 and _status([]) == 1
+
+
+def test_launch_reports_a_failed_worker_in_one_line(setup, tmp_path):
+    (setup["in"] / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "blinddps.launch", "--standalone", "--nproc-per-node", "1",
+                        *deblur(setup), "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr
+    assert "blinddps.launch: 1 worker(s) failed (rank 0: exit 2)" in r.stderr
+    assert "1 failed" in r.stdout and (setup["out"] / "index.csv").is_file()

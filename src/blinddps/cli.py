@@ -2,10 +2,14 @@
 list models, run the demo, train and evaluate priors.
 
 Every subcommand reports bad input as one line on stderr (``blinddps: error: ...``)
-and exits 2 (usage or input errors) or 1 (runtime failures), 130 on Ctrl-C; never a
-traceback unless ``--debug`` is given. Results are written atomically, each image's
-``summary.json`` last, so its presence marks a complete result; existing results are
-never replaced without ``--overwrite`` (a finished one is reported as skipped).
+and exits 2 (usage or input errors) or 1 (runtime failures), 130 on Ctrl-C, 143 on
+SIGTERM; never a traceback unless ``--debug`` is given. Results are written
+atomically, each image's ``summary.json`` last, so its presence marks a complete
+result; an incomplete marker written first tells a result of ours cut short by a kill
+(redone on the next run) from someone else's files; existing results are never
+replaced without ``--overwrite`` (a finished one with the same settings is reported as
+skipped, one with other settings refused). ``OUT`` is locked for the run
+(``blinddps.outputs``). docs/reliability.md lists the failures tried.
 """
 from __future__ import annotations
 
@@ -48,6 +52,82 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
+
+
+#: Seconds a run has after SIGTERM/Ctrl-C to unwind before it exits regardless.
+SIGNAL_GRACE_ENV = "BLINDDPS_SIGNAL_GRACE"
+
+
+class _SignalWatch:
+    """A signal's Python handler runs only between bytecodes of the main thread, and one
+    torch operation on a large image can take minutes: SIGTERM (or Ctrl-C) would wait
+    for it. This thread hears the signal at once (``signal.set_wakeup_fd``) and, if the
+    normal unwinding has not ended the command within the grace period (5 s,
+    ``BLINDDPS_SIGNAL_GRACE``), exits with 143 (130): what it leaves is what a SIGKILL
+    leaves, which the next run handles (the incomplete marker, the dead run's lock)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.done = threading.Event()
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.w, False)
+        try:
+            self.old_fd = signal.set_wakeup_fd(self.w)
+        except ValueError:  # not the main thread
+            os.close(self.r)
+            os.close(self.w)
+            self.r = self.w = -1
+            return
+        try:
+            self.grace = float(os.environ.get(SIGNAL_GRACE_ENV, "") or 5.0)
+        except ValueError:
+            self.grace = 5.0
+        threading.Thread(target=self._watch, name="blinddps-signals", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            while True:
+                data = os.read(self.r, 64)
+                if not data:
+                    return
+                sig = next((s for s in data if s in (signal.SIGTERM, signal.SIGINT)), None)
+                if sig is not None and not self.done.wait(self.grace):
+                    what = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
+                    os.write(2, f"{PROG}: {what} inside a long computation; exiting now (the next run redoes "
+                                f"what was cut short)\n".encode())
+                    os._exit(143 if sig == signal.SIGTERM else 130)
+        except OSError:
+            return
+        finally:
+            with suppress(OSError):
+                os.close(self.r)
+
+    def close(self) -> None:
+        self.done.set()
+        if self.w >= 0:
+            with suppress(ValueError):
+                signal.set_wakeup_fd(self.old_fd)
+            with suppress(OSError):
+                os.close(self.w)  # the watcher reads EOF and ends
+            self.w = -1
+
+
+@contextmanager
+def signal_handling() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C (:class:`Terminated`), promptly (:class:`_SignalWatch`);
+    the previous handlers come back afterwards. A no-op outside the main thread."""
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        yield
+        return
+    watch = _SignalWatch()
+    try:
+        yield
+    finally:
+        watch.close()
+        signal.signal(signal.SIGTERM, old_term)
 
 
 class CLIError(Exception):
@@ -140,8 +220,10 @@ outputs, per image in OUT/<name>/ (or in OUT/ for a single input file):
   the full intensity range). Several inputs: OUT/index.csv lists
   every input with status ok|failed|skipped, seconds, residual and error.
 
-Results that exist are skipped (re-running resumes an interrupted run); files that
-exist without their summary.json are never replaced unless --overwrite is given.
+Results that exist are skipped (re-running resumes an interrupted run, even one
+killed mid-write: its half-written folders are redone); results made with other
+settings, and files of another program, are never replaced unless --overwrite is
+given. One run at a time per OUT (a lock file; a second run stops with a message).
 --boundary valid (the default) models a photo whose scene continues past its frame
 (the picture is estimated K-1 pixels larger and cropped back); zero is the paper's
 zero-padded model (right for data made by `blinddps simulate`).
@@ -992,7 +1074,10 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
             "world_size": ctx.world_size,
         },
         "seed": args.seed,
-        "seed_note": "every image is solved with this seed, alone or batched, with the same result",
+        "seed_note": ("every image is solved with this seed and the same random streams, alone or batched; a "
+                      "batch's network arithmetic differs from a batch-1 run's by float rounding (~1e-5), which "
+                      "the sampler can amplify in places (docs/reliability.md): reruns with the same --batch-size, "
+                      "--threads and device give identical results"),
         "config": settings.get("config"),
         "residual_rms": residual,
         "residual_note": "RMS of y - A(x, params) on the [-1, 1] scale (about the noise level when the fit is good)",
@@ -1346,12 +1431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     old_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
-    old_term = None
-    try:  # SIGTERM unwinds like Ctrl-C (only the main thread may set handlers)
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:
-        pass
+    signals = signal_handling()
     try:
+        signals.__enter__()
         args = build_parser(argv).parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
         return int(args.func(args) or 0)
@@ -1382,8 +1464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     finally:
         warnings.formatwarning = old_format
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        signals.__exit__(None, None, None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,16 +31,17 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _status(codes: list[int]) -> int:
-    """The exit status for the workers' exit codes (negative: killed by that signal)."""
-    if not codes:
-        return 1
-    if any(c == 1 or (c > 2 and c not in (130, 143)) for c in codes):
-        return 1
-    if all(c in (130, -2) for c in codes):
+    """The exit status for the workers' exit codes (negative: killed by that signal).
+    A worker's own status wins over a signal: when one worker exits non-zero after the
+    work is done (an image failed), torchrun SIGTERMs the others as they finish."""
+    own = [c for c in codes if c > 0 and c not in (130, 143)]
+    if own:
+        return 2 if all(c == 2 for c in own) else 1
+    if codes and all(c in (130, -2) for c in codes):
         return 130
     if any(c in (143, -15) for c in codes):
         return 143
-    return 2 if all(c == 2 for c in codes) else 1
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    import logging
+
+    # its "failed (exitcode: N) local_rank: ..." line: said below in our words
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     args = parse_args([*torchrun_opts, "-m", "blinddps", *command])
     try:
         run(args)
