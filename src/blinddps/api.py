@@ -83,8 +83,9 @@ def solve(
     (e.g. ``operator={"kernel_size": 15}``, ``priors={"kernel": {"step": {"scale": 3}}}``).
     ``return_trajectory=N`` keeps the x̂0 estimates every N steps. ``seed`` is one int
     (measurement b of the batch draws stream b of it) or one seed per measurement (each
-    measurement then gets exactly what a batch-1 run with its seed gets, however the
-    inputs are batched).
+    measurement then draws exactly the random numbers a batch-1 run with its seed draws,
+    however the inputs are batched; the batched networks' float rounding differs, which
+    the sampler can amplify in places: docs/reliability.md).
     ``reference=True`` runs the original implementation's choices for comparison: the
     spatial ``conv2d`` blur, one residual norm over the batch, the ζ_t = √ᾱ_t rule,
     fp32, and one measurement at a time (batch 1).
