@@ -875,6 +875,18 @@ def restore_settings_of(summary: dict) -> dict:
             "samples": (summary.get("settings") or {}).get("samples")}
 
 
+def _explain_memory(exc: Exception) -> Exception | str:
+    """An allocator failure the estimate did not foresee (``blinddps.memory``), in one
+    line with what to do; other exceptions unchanged."""
+    text = _one_line(exc)
+    if isinstance(exc, MemoryError) and "needs about" in text:
+        return exc  # the estimate's own message says it already
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        return (f"out of memory ({text[:160]}); try --samples 1, --batch-size 1, or a downscaled image "
+                "(each posterior sample and each batched image costs one image's memory)")
+    return exc
+
+
 def _cmd_restore(args: argparse.Namespace, task: str) -> int:
     out = Path(args.out)
     jobs, single = plan_jobs(args.inputs, out)  # input errors before torch is imported
@@ -958,6 +970,7 @@ def _restore_jobs(args: argparse.Namespace, task: str, jobs: list[Job], single: 
                 if getattr(args, "debug", False):
                     raise
                 code = _classify(exc)
+                exc = _explain_memory(exc)
                 for job, _, _ in ready:
                     records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), code))
                     _err_for(prefix, job.label, exc)
