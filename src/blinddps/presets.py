@@ -284,6 +284,19 @@ def _parameters(cls: type) -> list[str]:
             if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _check_keys_then_build(spec: Any, allowed: Sequence[str], build: Callable[[Any], Any]) -> str | None:
+    """What is wrong with ``spec``: a key outside ``allowed`` (a mapping's), else what
+    ``build(spec)`` — the code the entry configures — objects to; None if nothing."""
+    for key in spec if isinstance(spec, dict) else ():
+        if key not in allowed:
+            return _unknown(key, allowed)
+    try:
+        build(spec)
+    except (TypeError, ValueError) as exc:
+        return _call_problem(exc)
+    return None
+
+
 def _check_operator(spec: Any) -> str | None:
     if not isinstance(spec, dict):
         return f"expected a mapping with 'name', got {spec!r}"
@@ -291,15 +304,7 @@ def _check_operator(spec: Any) -> str | None:
     name = spec.get("name")
     if name not in table:
         return f"name: expected one of {', '.join(sorted(table))}, got {name!r}"
-    allowed = ["name", *_parameters(table[name])]
-    for key in spec:
-        if key not in allowed:
-            return _unknown(key, allowed)
-    try:
-        build_operator(spec)
-    except (TypeError, ValueError) as exc:
-        return _call_problem(exc)
-    return None
+    return _check_keys_then_build(spec, ["name", *_parameters(table[name])], build_operator)
 
 
 def transform_classes() -> dict[str, type]:
@@ -322,16 +327,7 @@ def _check_transform(spec: Any) -> str | None:
     name = spec if isinstance(spec, str) else (spec.get("name") if isinstance(spec, dict) else None)
     if name not in table:
         return f"expected one of {', '.join(sorted(table))} (or a mapping with 'name'), got {spec!r}"
-    if isinstance(spec, dict):
-        allowed = ["name", *_parameters(table[name])]
-        for key in spec:
-            if key not in allowed:
-                return _unknown(key, allowed)
-    try:
-        build_transform(spec)
-    except (TypeError, ValueError) as exc:
-        return _call_problem(exc)
-    return None
+    return _check_keys_then_build(spec, ["name", *_parameters(table[name])], build_transform)
 
 
 def _check_dataclass(spec: Any, cls: type) -> str | None:
@@ -340,14 +336,7 @@ def _check_dataclass(spec: Any, cls: type) -> str | None:
     allowed = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(spec, dict):
         return f"expected a mapping of {', '.join(allowed)}, got {spec!r}"
-    for key in spec:
-        if key not in allowed:
-            return _unknown(key, allowed)
-    try:
-        cls(**spec)
-    except (TypeError, ValueError) as exc:
-        return _call_problem(exc)
-    return None
+    return _check_keys_then_build(spec, allowed, lambda kw: cls(**kw))
 
 
 def _check_priors(priors: Any, preset: dict) -> str | None:
