@@ -207,6 +207,19 @@ def test_lock_of_a_live_process_and_of_a_dead_one(tmp_path):
     shared.release()
 
 
+@pytest.mark.parametrize("argv", [["train", "kernel", "--config", "none.yaml"], ["evaluate", "--config", "motion128"],
+                                  ["simulate", "x.png", "--blur", "motion"], ["demo"]])
+def test_every_command_that_writes_a_folder_holds_its_lock(tmp_path, capsys, argv):
+    (tmp_path / "x.png").write_bytes(b"")
+    held = outputs.OutputLock(tmp_path / "o").acquire()
+    try:
+        argv = [a.replace("x.png", str(tmp_path / "x.png")) for a in argv]
+        rc = main([*argv, "--out", str(tmp_path / "o")])
+        assert rc == 1 and "in use by another blinddps run" in one_line(capsys.readouterr().err)
+    finally:
+        held.release()
+
+
 # ----------------------------------------------------------------------------- resume and settings
 def test_resume_refuses_results_of_other_settings_and_names_the_difference(setup, capsys):
     assert main(deblur(setup)) == 0

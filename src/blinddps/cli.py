@@ -416,7 +416,16 @@ def _add_guarded(sub, name: str, module: str, adder: str, runner: str, help_text
     if p is not None and "--debug" not in p._option_string_actions:
         _add_common(p)
     if p is not None:
-        p.set_defaults(func=run)
+        p.set_defaults(func=lambda args, _run=run: _locked_run(args, _run))
+
+
+def _locked_run(args: argparse.Namespace, run) -> int:
+    """Run another module's subcommand holding its ``--out`` (one run per folder)."""
+    out = getattr(args, "out", None)
+    if not out:
+        return run(args)
+    with output_lock(Path(out)):
+        return run(args)
 
 
 def _command_in(argv: Sequence[str] | None) -> str | None:
