@@ -64,7 +64,7 @@ class _SignalWatch:
     for it. This thread hears the signal at once (``signal.set_wakeup_fd``) and, if the
     normal unwinding has not ended the command within the grace period (5 s,
     ``BLINDDPS_SIGNAL_GRACE``), exits with 143 (130): what it leaves is what a SIGKILL
-    leaves, which the next run handles (the incomplete marker, the dead run's lock)."""
+    leaves, which the next run handles (the incomplete marker), less its locks (released)."""
 
     def __init__(self) -> None:
         import threading
@@ -93,6 +93,9 @@ class _SignalWatch:
                     return
                 sig = next((s for s in data if s in (signal.SIGTERM, signal.SIGINT)), None)
                 if sig is not None and not self.done.wait(self.grace):
+                    from .outputs import release_all_locks
+
+                    release_all_locks()
                     what = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
                     os.write(2, f"{PROG}: {what} inside a long computation; exiting now (the next run redoes "
                                 f"what was cut short)\n".encode())

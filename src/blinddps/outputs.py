@@ -37,6 +37,7 @@ __all__ = [
     "OutputBusyError",
     "OutputNotWritableError",
     "OutputLock",
+    "release_all_locks",
     "check_writable",
     "mark_incomplete",
     "is_incomplete",
@@ -158,10 +159,13 @@ class OutputLock:
             finally:
                 os.close(fd)
             self.owner = True
+            _HELD.append(self)
             return self
         raise OutputBusyError(f"could not lock {self.folder} (its lock file keeps changing)")
 
     def release(self) -> None:
+        if self in _HELD:
+            _HELD.remove(self)
         if self.owner:
             holder = self._holder()
             if holder is not None and holder.get("pid") == os.getpid():
@@ -181,6 +185,18 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_HELD: list[OutputLock] = []
+
+
+def release_all_locks() -> None:
+    """Release every lock this process holds (an emergency exit that skips ``finally``)."""
+    for lock in list(_HELD):
+        try:
+            lock.release()
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------------------- markers
