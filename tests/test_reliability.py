@@ -200,6 +200,15 @@ def test_lock_of_a_live_process_and_of_a_dead_one(tmp_path):
     assert json.loads((tmp_path / "o" / outputs.LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / "o" / outputs.LOCK_NAME).exists()
+    if Path("/proc/self/stat").is_file():  # a reused pid is told by its start time (Linux)
+        (tmp_path / "o" / outputs.LOCK_NAME).write_text(json.dumps(
+            {"pid": os.getpid(), "host": os.uname().nodename, "proc_start": "1"}))  # this pid, another process
+        outputs.OutputLock(tmp_path / "o").acquire().release()
+    (tmp_path / "o" / outputs.LOCK_NAME).write_text("")  # its writer died between creating and writing it
+    with pytest.raises(outputs.OutputBusyError, match="unreadable"):
+        outputs.OutputLock(tmp_path / "o").acquire()
+    os.utime(tmp_path / "o" / outputs.LOCK_NAME, (time.time() - 60, time.time() - 60))
+    outputs.OutputLock(tmp_path / "o").acquire().release()
     shared = outputs.OutputLock(tmp_path / "o", run_id="job1").acquire()
     outputs.OutputLock(tmp_path / "o", run_id="job1").acquire()  # another rank of the same torchrun job
     with pytest.raises(outputs.OutputBusyError):

@@ -53,6 +53,8 @@ INCOMPLETE_NAME = ".blinddps-incomplete"
 KILL_ENV = "BLINDDPS_TEST_KILL_AT"
 SIGNAL_ENV = "BLINDDPS_TEST_SIGNAL"
 _RUN_ID_ENV = "TORCHELASTIC_RUN_ID"
+#: An unreadable (empty) lock file older than this is a writer's that died creating it.
+UNREADABLE_STALE_S = 10.0
 
 
 class OutputBusyError(RuntimeError):
@@ -80,7 +82,18 @@ def check_writable(folder: Path) -> None:
         raise OutputNotWritableError(f"cannot write to {folder}: {_reason(exc)}") from None
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), to tell a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether the process that wrote a lock still runs: ``pid`` exists and, when both
+    are known, started when the lock says (else the pid was reused)."""
     if pid <= 0:
         return False
     try:
@@ -88,8 +101,9 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
-        return True
-    return True
+        pass
+    now = _proc_start(pid)
+    return not (start and now and start != now)
 
 
 class OutputLock:
@@ -106,7 +120,7 @@ class OutputLock:
 
     def _info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "run_id": self.run_id,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "proc_start": _proc_start(os.getpid())}
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -134,15 +148,18 @@ class OutputLock:
                     return self  # another rank of this torchrun job holds it for all of us
                 pid = int(holder.get("pid") or 0) if str(holder.get("pid", "")).isdigit() else 0
                 same_host = holder.get("host") == socket.gethostname()
-                if holder and same_host and not _pid_alive(pid):
+                if holder and same_host and not _pid_alive(pid, holder.get("proc_start")):
                     try:  # stale: its process is gone
                         self.path.unlink()
                     except FileNotFoundError:
                         pass
                     continue
-                if not holder:
-                    time.sleep(0.05)  # being written right now
+                if not holder:  # being written right now, or its writer died in between
+                    time.sleep(0.05)
                     if self._holder() == {}:
+                        if time.time() - self.path.stat().st_mtime > UNREADABLE_STALE_S:
+                            self.path.unlink(missing_ok=True)
+                            continue
                         raise OutputBusyError(f"{self.folder} is locked ({self.path} is unreadable); if no blinddps "
                                               f"run is using it, delete {self.path}")
                     continue
