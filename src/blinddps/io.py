@@ -326,6 +326,27 @@ def _unfilter_row(ftype: int, line: np.ndarray, prev: np.ndarray, bpp: int) -> n
     return np.frombuffer(bytes(cur), dtype=np.uint8)
 
 
+def _unfilter_wavefront(filtered: np.ndarray, ftypes: np.ndarray) -> np.ndarray:
+    """Undo the PNG filters of a whole image at once: ``filtered`` (H, W, bpp) bytes,
+    ``ftypes`` each row's filter. A pixel needs only its left, upper and upper-left
+    neighbours, so each anti-diagonal (r + c = d) is one vectorised step: H + W − 1
+    numpy steps instead of a Python loop over every byte (Paeth at 0.4 µs a byte)."""
+    h, w, bpp = filtered.shape
+    out = np.zeros((h + 1, w + 1, bpp), dtype=np.int16)  # a zero row and column before the image
+    kind = ftypes.astype(np.int64)
+    for d in range(h + w - 1):
+        r = np.arange(max(0, d - w + 1), min(h, d + 1))
+        c = d - r
+        t = kind[r][:, None]
+        left, up, ul = out[r + 1, c], out[r, c + 1], out[r, c]
+        p = left + up - ul
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - ul)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
+        pred = np.select([t == 1, t == 2, t == 3, t == 4], [left, up, (left + up) >> 1, paeth], 0)
+        out[r + 1, c + 1] = (filtered[r, c].astype(np.int16) + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
 def decode_png(data: bytes) -> tuple[np.ndarray, bytes | None]:
     """Decode a non-interlaced 8- or 16-bit greyscale/colour PNG (no palette) to
     ``H×W×C`` ``uint8``/``uint16`` and its ICC profile (or None). Used for 16-bit colour
@@ -369,10 +390,16 @@ def decode_png(data: bytes) -> tuple[np.ndarray, bytes | None]:
     if len(raw) < h * (stride + 1):
         raise ValueError("truncated PNG image data")
     rows = np.frombuffer(raw, dtype=np.uint8, count=h * (stride + 1)).reshape(h, stride + 1)
-    out = np.empty((h, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.uint8)
-    for r in range(h):
-        prev = out[r] = _unfilter_row(int(rows[r, 0]), rows[r, 1:], prev, bpp)
+    ftypes = rows[:, 0]
+    if int(ftypes.max(initial=0)) > 4:
+        raise ValueError(f"bad PNG filter type {int(ftypes.max())}")
+    if bool(np.isin(ftypes, (3, 4)).any()):  # Average/Paeth: a byte loop per row would take minutes
+        out = _unfilter_wavefront(rows[:, 1:].reshape(h, w, bpp), ftypes).reshape(h, stride)
+    else:
+        out = np.empty((h, stride), dtype=np.uint8)
+        prev = np.zeros(stride, dtype=np.uint8)
+        for r in range(h):
+            prev = out[r] = _unfilter_row(int(rows[r, 0]), rows[r, 1:], prev, bpp)
     if depth == 16:
         arr = out.view(">u2").reshape(h, w, c).astype(np.uint16)
     else:
