@@ -903,10 +903,7 @@ def _cmd_restore(args: argparse.Namespace, task: str) -> int:
     out = Path(args.out)
     jobs, single = plan_jobs(args.inputs, out)  # input errors before torch is imported
 
-    from tqdm.auto import tqdm
-
     from . import distributed as dist
-    from .distributed import Record
 
     _set_threads(args.threads)
     try:
