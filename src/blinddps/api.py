@@ -16,7 +16,7 @@ from .operators import ImageWindow
 from .memory import check_memory
 from .presets import (build_operator, build_variables, check_override_keys, check_prior_shapes, load_preset, merge,
                       sampling_counts, validate_preset)
-from .sampling import IMAGE, sample
+from .sampling import IMAGE, proximal_options, sample, sample_proximal
 
 
 @dataclass
@@ -196,21 +196,26 @@ def solve(
     for k in fixed_rep:
         variables.pop(k, None)
 
-    result = sample(
-        operator,
-        y_rep,
-        variables,
-        fixed=fixed_rep,
-        method=cfg.get("method", "ddpm"),
-        eta=float(cfg.get("eta", 1.0)),
-        loss_reduction=cfg.get("loss_reduction", "sample"),
-        loss=cfg.get("loss", "norm"),
-        result=cfg.get("result", "x0"),
-        generator=generators,
-        callback=callback,
-        trajectory_every=return_trajectory,
-        progress=progress,
-    )
+    run = dict(generator=generators, callback=callback, trajectory_every=return_trajectory, progress=progress)
+    solver = cfg.get("solver", "dps")
+    if solver == "proximal":  # the fast solver: no gradient through the networks (docs/algorithm.md)
+        result = sample_proximal(operator, y_rep, variables, fixed=fixed_rep, **proximal_options(cfg.get("proximal")),
+                                 **run)
+    elif solver == "dps":
+        result = sample(
+            operator,
+            y_rep,
+            variables,
+            fixed=fixed_rep,
+            method=cfg.get("method", "ddpm"),
+            eta=float(cfg.get("eta", 1.0)),
+            loss_reduction=cfg.get("loss_reduction", "sample"),
+            loss=cfg.get("loss", "norm"),
+            result=cfg.get("result", "x0"),
+            **run,
+        )
+    else:
+        raise ValueError(f"unknown solver {solver!r}; choose 'dps' or 'proximal'")
 
     # crop back to the measurement's frame
     offset = getattr(operator, "image_offset", lambda: (0, 0))()

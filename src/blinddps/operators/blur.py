@@ -33,6 +33,9 @@ __all__ = [
     "conv_same_direct",
     "conv_valid_direct",
     "kernel_least_squares",
+    "kernel_least_squares_cached",
+    "image_proximal",
+    "gradient_pair",
     "gaussian_kernel",
     "BlindBlur",
 ]
@@ -217,6 +220,145 @@ def kernel_least_squares(
     return k / k.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
+def _blur_window(mode: str, image_hw: tuple[int, int], kernel_hw: tuple[int, int]):
+    """(start, size) of the blur's window in the full linear convolution of the image
+    with the flipped kernel (what :func:`conv_same` / :func:`conv_valid` crop)."""
+    (H, W), (kh, kw) = image_hw, kernel_hw
+    if mode == "same":
+        return (kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2), (H, W)
+    return (kh - 1, kw - 1), (H - kh + 1, W - kw + 1)
+
+
+def _per_sample(value, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
+
+
+def _conjugate_gradients(normal, rhs, init, iters: int, precondition=None) -> torch.Tensor:
+    """``iters`` steps of (preconditioned) conjugate gradients on ``normal(u) = rhs``
+    from ``init``, batched with per-sample step sizes."""
+    u = init
+    r = rhs - normal(u)
+    z = precondition(r) if precondition is not None else r
+    p, rz = z, _dot(r, z)
+    for _ in range(iters):
+        Ap = normal(p)
+        alpha = rz / _dot(p, Ap).clamp_min(1e-30)
+        u = u + alpha * p
+        r = r - alpha * Ap
+        z = precondition(r) if precondition is not None else r
+        rz_new = _dot(r, z)
+        p = z + (rz_new / rz.clamp_min(1e-30)) * p
+        rz = rz_new
+    return u
+
+
+def kernel_least_squares_cached(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kernel_size: tuple[int, int],
+    mode: str = "same",
+    reg: float = 1e-3,
+    iters: int = 30,
+    init: torch.Tensor | None = None,
+    rho: float | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """:func:`kernel_least_squares` with the image's FFT computed once, a warm start and
+    an optional pull towards the start: the kernel minimising
+    ½‖y − blur(x, k)‖² + ½λ‖k‖² + ½ρ‖k − init‖² (λ = ``reg``·‖x‖², ρ per sample) by
+    ``iters`` conjugate-gradient steps from ``init`` (zeros if None), then clamped ≥ 0
+    and normalised to sum 1. With ``init=None`` and ρ = 0 it takes the same steps as
+    :func:`kernel_least_squares` (equal to rounding) at about half the work per step."""
+    B = max(x.shape[0], y.shape[0])
+    x = x.detach().expand(B, -1, -1, -1)
+    y = y.detach().expand(B, -1, -1, -1)
+    kh, kw = kernel_size
+    (H, W) = x.shape[-2:]
+    (sh, sw), (oh, ow) = _blur_window(mode, (H, W), (kh, kw))
+    if tuple(y.shape[-2:]) != (oh, ow):
+        raise ValueError(f"kernel_least_squares_cached: measurement {tuple(y.shape[-2:])} does not match "
+                         f"a {mode!r} blur of a {H}x{W} image by a {kh}x{kw} kernel")
+    nh = next_fast_len(max(sh + oh, H + kh - 1 - sh))
+    nw = next_fast_len(max(sw + ow, W + kw - 1 - sw))
+    X = torch.fft.rfft2(x, s=(nh, nw))
+    Xc = X.conj()
+    pad = (sw, nw - sw - ow, sh, nh - sh - oh)
+    lam = reg * x.flatten(1).pow(2).sum(1).clamp_min(1e-12).view(B, 1, 1, 1)
+    rho = _per_sample(rho, x)
+
+    def adjoint(r: torch.Tensor) -> torch.Tensor:  # Aᵀr: the correlation of r with x, on k's support
+        R = torch.fft.rfft2(F.pad(r, pad))
+        g = torch.fft.irfft2((R * Xc).sum(1, keepdim=True), s=(nh, nw))[..., :kh, :kw]
+        return g.flip(-2, -1)
+
+    def forward(k: torch.Tensor) -> torch.Tensor:
+        c = torch.fft.irfft2(X * torch.fft.rfft2(k.flip(-2, -1), s=(nh, nw)), s=(nh, nw))
+        return c[..., sh : sh + oh, sw : sw + ow]
+
+    start = torch.zeros(B, 1, kh, kw, dtype=x.dtype, device=x.device) if init is None else \
+        init.detach().to(x).expand(B, 1, kh, kw)
+    rhs = adjoint(y) + rho * start
+    k = _conjugate_gradients(lambda k: adjoint(forward(k)) + (lam + rho) * k, rhs, start, iters)
+    k = k.clamp_min(0)
+    return k / k.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def gradient_pair(x: torch.Tensor, y: torch.Tensor, mode: str, kernel_size: tuple[int, int]):
+    """Horizontal and vertical forward differences of image and measurement, stacked on
+    the channel axis, such that ``dy = conv_valid(dx, k)`` exactly whenever
+    ``y = blur(x, k)`` in ``mode``: a 'same' blur is a 'valid' blur of the image
+    zero-padded by ((k−1)//2, k//2), and differences commute with a valid blur. Kernels
+    fitted to edges rather than intensities are far better conditioned (the classical
+    blind-deconvolution choice)."""
+    if mode == "same":
+        kh, kw = kernel_size
+        x = F.pad(x, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2))
+
+    def diffs(u: torch.Tensor) -> torch.Tensor:
+        core = u[..., :-1, :-1]
+        return torch.cat([u[..., :-1, 1:] - core, u[..., 1:, :-1] - core], dim=1)
+
+    return diffs(x), diffs(y)
+
+
+def image_proximal(
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    kernel: torch.Tensor,
+    rho: float | torch.Tensor,
+    mode: str = "same",
+    iters: int = 8,
+    precondition: bool = True,
+) -> torch.Tensor:
+    """The image minimising ½‖y − blur(x, k)‖² + ½ρ‖x − x0‖² (ρ > 0 per sample): the
+    data-consistency step of a proximal (half-quadratic, DiffPIR-style) sampler.
+
+    Neither the zero-padded 'same' nor the 'valid' blur is diagonal in the Fourier
+    basis, so the normal equations (AᵀA + ρ)x = Aᵀy + ρx0 are solved by ``iters``
+    conjugate-gradient steps with the exact blur and adjoint, from x0, preconditioned
+    by their circulant approximation (|K̂|² + ρ)⁻¹ on the image grid (the exact
+    solution were the blur circular): a few steps reach the exact minimiser."""
+    blur = conv_same if mode == "same" else conv_valid
+    adjoint = conv_same_adjoint if mode == "same" else conv_valid_adjoint
+    x0, y, kernel = x0.detach(), y.detach(), kernel.detach().to(x0)
+    rho = _per_sample(rho, x0)
+    if not bool((rho > 0).all()):
+        raise ValueError("image_proximal: rho must be positive")
+    H, W = x0.shape[-2:]
+    precond = None
+    if precondition:
+        denom = torch.fft.rfft2(kernel, s=(H, W)).abs().pow(2) + rho
+
+        def precond(r: torch.Tensor) -> torch.Tensor:
+            return torch.fft.irfft2(torch.fft.rfft2(r) / denom, s=(H, W))
+
+    rhs = adjoint(y, kernel) + rho * x0
+    return _conjugate_gradients(lambda u: adjoint(blur(u, kernel), kernel) + rho * u, rhs, x0, iters, precond)
+
+
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     kh, kw = (size, size) if isinstance(size, int) else tuple(size)
     if kh < 1 or kw < 1:
@@ -327,3 +469,20 @@ class BlindBlur(_KernelBlur):
         if name != "kernel":
             raise ValueError(f"{type(self).__name__} offers no data estimate for {name!r}")
         return kernel_least_squares(x, y, self.kernel_size, self.mode)
+
+    def proximal(self, name: str, value: torch.Tensor, y: torch.Tensor, params: dict,
+                 rho: float | torch.Tensor, iters: int = 8) -> torch.Tensor:
+        """A data-consistency step for the proximal sampler, in physical units.
+
+        ``image``: the minimiser of ½‖y − k⋆x‖² + ½ρ‖x − value‖² with the kernel in
+        ``params`` (:func:`image_proximal`). ``kernel``: ``iters`` conjugate-gradient
+        steps on the least-squares kernel for the image ``params['image']``, fitted to
+        the image's and the measurement's differences (:func:`gradient_pair`),
+        warm-started at ``value`` and pulled towards it by ρ, then projected onto the
+        support's non-negative kernels summing to 1 (:func:`kernel_least_squares_cached`)."""
+        if name == "image":
+            return image_proximal(value, y, params["kernel"], rho, self.mode, iters)
+        if name == "kernel":  # fitted to the edges (gradient_pair): on intensities it was far worse
+            xg, yg = gradient_pair(params["image"], y, self.mode, self.kernel_size)
+            return kernel_least_squares_cached(xg, yg, self.kernel_size, "valid", iters=iters, init=value, rho=rho)
+        raise ValueError(f"{type(self).__name__} has no proximal step for {name!r}")
