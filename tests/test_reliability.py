@@ -481,8 +481,8 @@ def test_cli_reports_insufficient_memory_in_one_line(setup, capsys, monkeypatch)
 def test_help_version_and_argument_errors_do_not_import_torch():
     code = ("import sys\nfrom blinddps.cli import main\n"
             "for argv in (['--version'], ['--help'], ['deblur', '--help'], ['frobnicate'], ['deblur', 'x', '--out', "
-            "'o', '--steps', '0'], ['deblur', 'missing.png', '--out', 'o'], ['train', '--help']):\n"
-            "    main(argv)\n    if argv[0] != 'train':\n        assert 'torch' not in sys.modules, argv\n")
+            "'o', '--steps', '0'], ['deblur', 'missing.png', '--out', 'o'], ['train', '--help'], ['train', 'x']):\n"
+            "    main(argv)\n    assert 'torch' not in sys.modules, argv\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
