@@ -782,7 +782,7 @@ def _model_override(cfg: dict, name: str, raw: str, over: dict) -> None:
         raise CLIError(f"--{name}-model: file not found: {path}")
     if name not in cfg["priors"] or cfg["priors"][name] is None:
         raise CLIError(f"--{name}-model: the preset {cfg.get('name')!r} has no {name} prior")
-    spec: dict[str, Any] = {"model": str(path)}
+    spec: dict[str, Any] = {"model": str(path.resolve())}  # the same file from any folder: the same setting
     if not (path.suffix == ".safetensors" and path.with_suffix(".yaml").is_file()):
         known = next((i for i in KNOWN_CHECKPOINTS.values() if i.filename == path.name), None)
         if known is not None:
