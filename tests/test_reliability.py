@@ -254,6 +254,14 @@ def test_simulate_resume_checks_settings_too(setup, capsys):
     assert rc == 2 and "noise: 0.02 there, 0.05 now" in one_line(capsys.readouterr().err)
 
 
+@fork_only
+def test_a_cut_short_result_of_another_command_is_not_taken_over(setup, capsys):
+    assert forked(deblur(setup), {outputs.KILL_ENV: "before:kernel.npy"}) == -signal.SIGKILL
+    rc = main(["simulate", str(setup["in"]), "--out", str(setup["out"]), "--blur", "motion", "--kernel-size", "5"])
+    assert rc == 2 and "unfinished result of 'deblur'" in one_line(capsys.readouterr().err)
+    assert main(deblur(setup)) == 0
+
+
 def test_foreign_files_are_still_never_replaced(setup, capsys):
     (setup["out"] / "im1").mkdir(parents=True)
     (setup["out"] / "im1" / "restored.png").write_bytes(b"the user's own file")

@@ -554,7 +554,7 @@ def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, co
     with other ``settings`` (``settings_of(summary)`` gives a summary's; the message
     names the first difference). Complete results of the same input and settings are
     skipped later; interrupted ones are redone."""
-    from .outputs import is_incomplete, settings_difference
+    from .outputs import incomplete_command, is_incomplete, settings_difference
 
     for job in jobs:
         src = job.input.resolve()
@@ -563,13 +563,17 @@ def check_outputs(jobs: Sequence[Job], names: Sequence[str], overwrite: bool, co
     if overwrite:
         return
     for job in jobs:
+        summary = job.dir / "summary.json"
+        if is_incomplete(job.dir):
+            was = incomplete_command(job.dir)
+            if was in (None, command):
+                continue  # ours, cut short (killed): redone
+            raise CLIError(f"{job.dir} holds an unfinished result of '{was}', not of '{command}'; "
+                           "pass --overwrite to replace it, or choose another --out")
         existing = _existing_outputs(job.dir, names)
         if not existing:
             continue
-        summary = job.dir / "summary.json"
         if not summary.is_file():
-            if is_incomplete(job.dir):
-                continue  # ours, cut short (killed): redone
             raise CLIError(
                 f"{existing[0]} already exists (from an unfinished or other run); "
                 "pass --overwrite to replace it, or choose another --out"

@@ -41,6 +41,7 @@ __all__ = [
     "check_writable",
     "mark_incomplete",
     "is_incomplete",
+    "incomplete_command",
     "clear_incomplete",
     "remove_stale_parts",
     "settings_difference",
@@ -228,6 +229,15 @@ def is_incomplete(folder: Path) -> bool:
     """Whether ``folder`` holds a result of ours that was cut short (marker, no summary)."""
     folder = Path(folder)
     return (folder / INCOMPLETE_NAME).is_file() and not (folder / "summary.json").is_file()
+
+
+def incomplete_command(folder: Path) -> str | None:
+    """The command whose cut-short result the marker records (None if unreadable)."""
+    try:
+        data = json.loads((Path(folder) / INCOMPLETE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("command") if isinstance(data, dict) else None
 
 
 def clear_incomplete(folder: Path) -> None:
