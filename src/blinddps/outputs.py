@@ -174,8 +174,11 @@ class OutputLock:
                 raise OutputNotWritableError(f"cannot write to {self.folder}: {_reason(exc)}") from None
             try:
                 os.write(fd, json.dumps(self._info()).encode("utf-8"))
-            finally:
+            except OSError as exc:  # a full disk
                 os.close(fd)
+                self.path.unlink(missing_ok=True)
+                raise OutputNotWritableError(f"cannot write to {self.folder}: {_reason(exc)}") from None
+            os.close(fd)
             self.owner = True
             _HELD.append(self)
             return self
