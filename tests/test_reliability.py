@@ -294,6 +294,24 @@ def test_unwritable_out_is_found_before_any_solve(setup, tmp_path, capsys, monke
             ro.chmod(0o700)
 
 
+def test_a_full_disk_while_locking_is_one_line_and_leaves_no_lock(setup, capsys, monkeypatch):
+    import errno
+
+    real = os.write
+
+    def full(fd, data):
+        if b'"pid"' in bytes(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    setup["out"].mkdir()
+    monkeypatch.setattr(os, "write", full)
+    rc = main(deblur(setup))
+    monkeypatch.undo()
+    assert rc == 2 and "No space left on device" in one_line(capsys.readouterr().err)
+    assert list(setup["out"].iterdir()) == []
+
+
 def test_check_writable_reports_in_one_line(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(outputs.OutputNotWritableError, match="cannot write to"):
