@@ -110,14 +110,19 @@ def markdown_table(means: dict[str, dict[str, float]], methods: list[str], degra
 def markdown_report(header: dict, table: str, rows: list[dict], methods: list[str], max_shift: int,
                     lpips: tuple[bool, str] | None = None) -> str:
     s = header["settings"]
-    what = (f"motion kernels (intensity {s.get('intensity')})" if s["degradation"] == "motion"
+    family = {"shake": "held-out camera-shake kernels", "levin": "Levin et al.'s recorded kernels"}
+    what = (family.get(s.get("kernels", "trajectory"), f"motion kernels (intensity {s.get('intensity')})")
+            if s["degradation"] == "motion"
             else f"Gaussian kernels (std {s.get('std')})" if s["degradation"] == "gaussian"
             else f"turbulence: Gaussian kernel (std {s.get('std')}) + tilt map")
     lines = [
         f"# Evaluation: {header['title']}",
         "",
         f"{len(s['images'])} images ({', '.join(s['images'])}), {s['size']}x{s['size']}, "
-        f"{s['kernel_size']}x{s['kernel_size']} {what}, noise σ = {s['noise']} on [-1, 1], seed {s['seed']}; "
+        f"{s['kernel_size']}x{s['kernel_size']} {what}, "
+        + ("real borders (the scene goes on past the frame; 'valid' blur, solved with the 'valid' model), "
+           if s.get("border") == "scene" else "zero-padded blur, ")
+        + f"noise σ = {s['noise']} on [-1, 1], seed {s['seed']}; "
         f"diffusion methods: preset `{s['preset']}`"
         + (f", {s['steps']} steps" if s.get("steps") else "")
         + (f", mean of {s['num_samples']} posterior samples" if (s.get("num_samples") or 1) > 1 else "")

@@ -724,7 +724,7 @@ def evaluate(
         "title": name or (f"{degradation} deblurring, {size}x{size}, kernel {kernel_size}"
                           + (f", {kernels} kernels" if kernels != "trajectory" else "")
                           + (", scene borders" if border == "scene" else "")),
-        "settings": {**degr, "sampler_seed": int(sampler_seed), "methods": methods, "preset": preset_id, "steps": steps,
+        "settings": {**degr, "kernels": kernels, "border": border, "sampler_seed": int(sampler_seed), "methods": methods, "preset": preset_id, "steps": steps,
                      "num_samples": num_samples,
                      "max_shift": max_shift, "device": device, "images": names},
     }
@@ -741,7 +741,7 @@ def evaluate(
         "title": header["title"],
         "inputs": [{"name": it.name, "source": it.source, "shape": list(it.image.shape),
                     "seed": _seed(seed, it.name, 0)} for it in items],
-        "settings": {**header["settings"], "kernels": kernels, "border": border,
+        "settings": {**header["settings"],
                      "noise_model": ("y = k * x (same, zero padding) + N(0, noise^2)" if border == "zero" else
                                      "y = k * x (valid: the scene is kernel_size-1 larger than the scored frame)"
                                      " + N(0, noise^2)"),
