@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..presets import read_yaml_mapping
-
 __all__ = ["add_evaluate_subparser", "run_evaluate", "load_eval_config", "list_eval_configs", "EVAL_CONFIG_KEYS"]
 
 _EVAL_DIR = Path(__file__).resolve().parents[3] / "configs" / "eval"
@@ -48,6 +46,8 @@ def load_eval_config(name_or_path: str | Path) -> dict[str, Any]:
             raise ValueError(f"unknown evaluation config {str(name_or_path)!r}; "
                              f"known: {', '.join(known) or 'none'} (or give a YAML path)")
         path = known[str(name_or_path)]
+    from ..presets import read_yaml_mapping  # imports torch: only when a config is read
+
     data = read_yaml_mapping(path, "evaluation config")
     bad = sorted(set(data) - EVAL_CONFIG_KEYS)
     if bad:

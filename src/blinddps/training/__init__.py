@@ -3,8 +3,7 @@ folders), the trainer (hybrid loss, AdamW, EMA, resumable checkpoints, export) a
 ``blinddps train`` subcommand."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 # Imported on first use (PEP 562), so that `blinddps train --help` need not load torch.
 _HOME = {
@@ -14,13 +13,7 @@ _HOME = {
                               "save_grid", "save_loss_curve", "to_display", "train")},
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOME, globals())
 
 __all__ = [
     "BatchSource",
