@@ -36,6 +36,7 @@ __all__ = [
     "kernel_least_squares_cached",
     "image_proximal",
     "gradient_pair",
+    "recentre_kernel",
     "gaussian_kernel",
     "BlindBlur",
 ]
@@ -324,6 +325,28 @@ def gradient_pair(x: torch.Tensor, y: torch.Tensor, mode: str, kernel_size: tupl
     return diffs(x), diffs(y)
 
 
+def recentre_kernel(k: torch.Tensor) -> torch.Tensor:
+    """Each kernel (B, 1, kh, kw) shifted by whole pixels so that its centre of mass sits
+    at the support's centre ((k−1)/2, the origin of :func:`conv_same`), mass shifted out
+    of the support dropped and the rest renormalised to sum 1."""
+    B, _, kh, kw = k.shape
+    mass = k.flatten(1).sum(1).clamp_min(1e-30)
+    rows = torch.arange(kh, dtype=k.dtype, device=k.device)
+    cols = torch.arange(kw, dtype=k.dtype, device=k.device)
+    cy = (k.sum(-1).flatten(1) * rows).sum(1) / mass
+    cx = (k.sum(-2).flatten(1) * cols).sum(1) / mass
+    dy = torch.round((kh - 1) / 2 - cy).long().tolist()
+    dx = torch.round((kw - 1) / 2 - cx).long().tolist()
+    out = []
+    for b in range(B):
+        sy, sx = dy[b], dx[b]
+        padded = F.pad(k[b : b + 1], (max(sx, 0), max(-sx, 0), max(sy, 0), max(-sy, 0)))
+        top, left = max(-sy, 0), max(-sx, 0)
+        out.append(padded[..., top : top + kh, left : left + kw])
+    shifted = torch.cat(out)
+    return shifted / shifted.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
 def image_proximal(
     x0: torch.Tensor,
     y: torch.Tensor,
@@ -484,5 +507,7 @@ class BlindBlur(_KernelBlur):
             return image_proximal(value, y, params["kernel"], rho, self.mode, iters)
         if name == "kernel":  # fitted to the edges (gradient_pair): on intensities it was far worse
             xg, yg = gradient_pair(params["image"], y, self.mode, self.kernel_size)
-            return kernel_least_squares_cached(xg, yg, self.kernel_size, "valid", iters=iters, init=value, rho=rho)
+            k = kernel_least_squares_cached(xg, yg, self.kernel_size, "valid", iters=iters, init=value, rho=rho)
+            # a shifted kernel and a shifted image explain y alike ('valid': exactly): keep the kernel centred
+            return recentre_kernel(k)
         raise ValueError(f"{type(self).__name__} has no proximal step for {name!r}")

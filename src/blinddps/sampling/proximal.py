@@ -37,7 +37,7 @@ from .sampler import IMAGE, Generators, SampleResult, Variable, _blend_data_esti
     variable_shapes
 
 #: The keys a preset's ``proximal:`` mapping may hold (see :func:`proximal_options`).
-PROXIMAL_KEYS = ("noise", "adapt_noise", "zeta", "iters", "lam", "blend", "order", "restart")
+PROXIMAL_KEYS = ("noise", "adapt_noise", "zeta", "iters", "lam", "blend", "order", "freeze", "guide")
 
 
 def proximal_options(spec: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -58,8 +58,10 @@ def proximal_options(spec: Mapping[str, Any] | None) -> dict[str, Any]:
         out["iters"] = {str(n): int(v) for n, v in it.items()} if isinstance(it, Mapping) else int(it)
     if "adapt_noise" in spec:
         out["adapt_noise"] = bool(spec["adapt_noise"])
-    if "restart" in spec:
-        out["restart"] = float(spec["restart"])
+    if "guide" in spec:
+        out["guide"] = [str(n) for n in spec["guide"]]
+    if "freeze" in spec:
+        out["freeze"] = float(spec["freeze"])
     if "order" in spec:
         out["order"] = [str(n) for n in spec["order"]]
     for key in ("lam", "blend"):
@@ -137,6 +139,7 @@ class _Plan:
     zeta: float
     sched: DiffusionSchedule
     generator: Generators
+    guide: tuple[str, ...] = ()
 
 
 def _data_step(plan: _Plan, i: int, x0: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -165,13 +168,34 @@ def _data_step(plan: _Plan, i: int, x0: dict[str, torch.Tensor]) -> dict[str, to
     return phys
 
 
-def _run(plan: _Plan, states: dict[str, torch.Tensor], first: int, on_step) -> dict[str, torch.Tensor]:
-    """Steps ``first`` … 0 from ``states`` (updated in place); the last physical values."""
+def _guided(plan: _Plan, states: dict[str, torch.Tensor], idx: torch.Tensor, x0: dict[str, torch.Tensor]):
+    """x̂0 of the variables in ``plan.guide`` and the gradient, through their own networks
+    only, of Σ_b ‖y_b − A(·)_b‖ with every other variable at its denoised estimate
+    (BlindDPS's coupling, without the image network's backward pass)."""
+    variables = plan.variables
+    with torch.enable_grad():
+        leaves = {n: states[n].detach().requires_grad_(True) for n in plan.guide}
+        outs = {n: variables[n].prior.denoise(leaves[n], idx).x0 for n in plan.guide}
+        phys = {n: variables[n].prior.transform.to_physical(x0[n]) for n in x0}
+        phys.update({n: variables[n].prior.transform.to_physical(o) for n, o in outs.items()})
+        params = {m: p for m, p in phys.items() if m != IMAGE}
+        params.update(plan.fixed)
+        r = (plan.y - plan.operator.forward(phys[IMAGE], **params)).flatten(1)
+        grads = torch.autograd.grad(r.norm(dim=1).sum(), list(leaves.values()))
+    return {n: o.detach() for n, o in outs.items()}, dict(zip(plan.guide, grads))
+
+
+def _run(plan: _Plan, states: dict[str, torch.Tensor], first: int, last: int, on_step) -> dict[str, torch.Tensor]:
+    """Steps ``first`` … ``last`` from ``states`` (updated in place); the last physical values."""
     B, device, dtype = plan.y.shape[0], plan.y.device, plan.y.dtype
     phys: dict[str, torch.Tensor] = {}
-    for i in reversed(range(first + 1)):
+    for i in range(first, last - 1, -1):
         idx = torch.full((B,), i, device=device, dtype=torch.long)
-        x0 = {n: v.prior.denoise(states[n], idx).x0 for n, v in plan.variables.items()}
+        x0 = {n: v.prior.denoise(states[n], idx).x0 for n, v in plan.variables.items() if n not in plan.guide}
+        grads = {}
+        if plan.guide:
+            x0_g, grads = _guided(plan, states, idx, x0)
+            x0.update(x0_g)
         phys = _data_step(plan, i, x0)
         for n, v in plan.variables.items():
             s = v.prior.schedule
@@ -180,6 +204,8 @@ def _run(plan: _Plan, states: dict[str, torch.Tensor], first: int, on_step) -> d
                 continue
             noise = _noise(states[n].shape, plan.generator, device, dtype) if plan.zeta > 0 else None
             states[n] = _renoise(s, i, x0[n], states[n], plan.zeta, noise)
+            if n in grads:
+                states[n] = states[n] - v.step(s, idx, states[n], plan.y[0].numel()) * grads[n]
         on_step(i, x0, phys)
     return phys
 
@@ -196,7 +222,8 @@ def sample_proximal(
     zeta: float = 0.5,
     iters: int | Mapping[str, int] = 8,
     order: list[str] | None = None,
-    restart: float = 0.0,
+    freeze: float = 0.0,
+    guide: list[str] | tuple[str, ...] = (),
     fixed: dict[str, torch.Tensor] | None = None,
     schedule: DiffusionSchedule | None = None,
     generator: Generators = None,
@@ -216,9 +243,9 @@ def sample_proximal(
     keeps the image near its prior). ``zeta`` is DiffPIR's share of fresh noise in the
     re-noising (0 = deterministic), ``iters`` the work bound handed to each proximal
     step (one number, or one per variable), ``order`` the order of the data steps
-    (default: the order of ``variables``). ``restart`` r > 0 then holds every unknown
-    at its estimate, re-noises the image to step ⌈r·N⌉ and runs those last steps again
-    on the image alone (a non-blind pass with the blind pass's operator). Unknowns in
+    (default: the order of ``variables``). ``freeze`` r > 0 holds every unknown at its
+    estimate for the last ⌊r·N⌋ steps, which the image runs alone (a non-blind finish:
+    the last steps' overfitted images otherwise pull a good kernel off). Unknowns in
     ``fixed`` are held (physical values). Returns what :func:`sample` returns, with the
     last step's data-consistent estimates."""
     fixed = dict(fixed or {})
@@ -234,7 +261,7 @@ def sample_proximal(
         if name not in variables and name not in fixed:
             raise ValueError(f"proximal settings name {name!r}, which is not a sampled variable")
     lam = {n: v for n, v in lam.items() if n in variables}  # a held unknown takes no data step
-    order = list(variables) if order is None else list(order)
+    order = list(variables) if order is None else [n for n in order if n not in fixed]
     if sorted(order) != sorted(variables):
         raise ValueError(f"proximal order {order} must list each sampled variable once: {list(variables)}")
     iters = dict(iters) if isinstance(iters, Mapping) else {n: int(iters) for n in variables}
@@ -242,10 +269,13 @@ def sample_proximal(
         raise ValueError("proximal lam must be >= 0 and blend weights in [0, 1]")
     if not 0.0 <= zeta <= 1.0:
         raise ValueError(f"zeta must be in [0, 1], got {zeta!r}")
-    if not 0.0 <= restart <= 1.0:
-        raise ValueError(f"restart must be in [0, 1], got {restart!r}")
+    if not 0.0 <= freeze < 1.0:
+        raise ValueError(f"freeze must be in [0, 1), got {freeze!r}")
     if not noise_level > 0:
         raise ValueError(f"noise_level must be positive, got {noise_level!r}")
+    guide = tuple(n for n in guide if n not in fixed)
+    if IMAGE in guide or any(n not in variables for n in guide):
+        raise ValueError(f"guide names the variables besides the image that take a gradient step, got {list(guide)}")
     if lam and getattr(operator, "proximal", None) is None:
         raise ValueError(f"operator {type(operator).__name__} offers no proximal step")
     sched = _common_schedule(variables, schedule)
@@ -259,10 +289,10 @@ def sample_proximal(
         init = var.init.to(device=device, dtype=dtype) if var.init is not None else None
         states[name] = var.prior.initial_state(shape, _noise(shape, generator, device, dtype), init)
 
-    restart_steps = int(math.ceil(restart * n_steps)) if restart > 0 else 0
+    frozen = int(math.floor(freeze * n_steps))
     trajectory: list[dict[str, torch.Tensor]] = []
     start = time.perf_counter()
-    bar = tqdm(total=n_steps + restart_steps, desc="sampling", disable=not progress, leave=False)
+    bar = tqdm(total=n_steps, desc="sampling", disable=not progress, leave=False)
     count = [0]
     residual = torch.full((B,), float("nan"), device=device)
 
@@ -279,22 +309,17 @@ def sample_proximal(
         bar.set_postfix(residual=f"{residual.mean().item():.4f}")
 
     plan = _Plan(operator, y, variables, fixed, lam, blend, iters, order, float(noise_level), bool(adapt_noise),
-                 float(zeta), sched, generator)
+                 float(zeta), sched, generator, guide)
     with torch.no_grad():
-        phys = _run(plan, states, n_steps - 1, on_step)
-        if restart_steps:
+        phys = _run(plan, states, n_steps - 1, frozen, on_step)
+        if frozen:
             held = {n: p for n, p in phys.items() if n != IMAGE}
-            image = variables[IMAGE]
-            plan = _Plan(operator, y, {IMAGE: image}, {**fixed, **held}, {n: v for n, v in lam.items() if n == IMAGE},
-                         blend, iters, [IMAGE], plan.noise_level, plan.adapt_noise, plan.zeta, sched, generator)
-            first = restart_steps - 1
-            idx = torch.full((B,), first, device=device, dtype=torch.long)
-            x0 = image.prior.transform.from_physical(phys[IMAGE])
-            if image.prior.schedule is not None:
-                states = {IMAGE: image.prior.schedule.q_sample(x0, idx, _noise(x0.shape, generator, device, dtype))}
-            else:
-                states = {IMAGE: x0}
-            phys = {**held, **_run(plan, states, first, on_step)}
+            plan = _Plan(operator, y, {IMAGE: variables[IMAGE]}, {**fixed, **held},
+                         {n: v for n, v in lam.items() if n == IMAGE}, blend, iters, [IMAGE], plan.noise_level,
+                         plan.adapt_noise, plan.zeta, sched, generator)
+            image_state = {IMAGE: states[IMAGE]}
+            phys = {**held, **_run(plan, image_state, frozen - 1, 0, on_step)}
+            states[IMAGE] = image_state[IMAGE]
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -303,6 +328,6 @@ def sample_proximal(
         states=states,
         residual_rms=residual,
         seconds=time.perf_counter() - start,
-        steps=n_steps + restart_steps,
+        steps=n_steps,
         trajectory=trajectory,
     )
