@@ -12,7 +12,8 @@ from blinddps.evaluation.metrics import mnc
 from blinddps.models.checkpoints import save_model
 from blinddps.models.unet import _attend, create_model
 from blinddps.operators import BlindBlur, conv_same, conv_same_adjoint, conv_valid, conv_valid_adjoint, gaussian_kernel
-from blinddps.operators.blur import gradient_pair, image_proximal, kernel_least_squares, kernel_least_squares_cached
+from blinddps.operators.blur import gradient_pair, image_proximal, kernel_least_squares, kernel_least_squares_cached, \
+    recentre_kernel
 from blinddps.priors import DiffusionPrior, FlatPrior
 from blinddps.priors.analytic import GaussianEpsModel, smooth_covariance
 from blinddps.sampling import Variable, proximal_options, sample_proximal
@@ -146,6 +147,26 @@ def test_proximal_sampler_runs_no_backward_pass_and_is_batch_invariant():
     torch.testing.assert_close(one.estimates["kernel"], res.estimates["kernel"][1:], atol=1e-10, rtol=0)
 
 
+def test_guide_backpropagates_through_the_kernel_network_only_and_freeze_holds_it():
+    variables, img, ker = _tiny_priors(steps=4)
+    y = torch.rand(1, 3, 16, 16) * 2 - 1
+    res = sample_proximal(BlindBlur(8), y, variables, lam={"image": 7.0, "kernel": 0.0}, guide=["kernel"],
+                          freeze=0.5, generator=torch.Generator().manual_seed(0))
+    assert len(img.grad_on) == 4 and not any(img.grad_on)
+    assert ker.grad_on == [True, True]  # guided, and only for the steps before the freeze
+    assert res.steps == 4 and res.estimates["kernel"].shape == (1, 1, 8, 8)
+
+
+def test_recentre_kernel_moves_the_centre_of_mass_to_the_middle():
+    k = torch.zeros(2, 1, 7, 7)
+    k[0, 0, 1, 1] = 1.0
+    k[1, 0, 5, 4] = k[1, 0, 5, 5] = 0.5
+    out = recentre_kernel(k)
+    assert out[0, 0, 3, 3] == 1.0
+    assert out[1, 0, 3, 2] == out[1, 0, 3, 3] == 0.5  # an even extent: the nearer whole-pixel shift
+    torch.testing.assert_close(out.sum((1, 2, 3)), torch.ones(2))
+
+
 def _gaussian_image_prior(size: int, steps: int) -> DiffusionPrior:
     cov = smooth_covariance(size, size, length=2.0, variance=0.25)
     model = GaussianEpsModel(torch.zeros(1, size, size), cov)
@@ -197,8 +218,10 @@ def test_blind_toy_kernel_found_through_the_operator_hooks():
 
 
 def test_proximal_options_and_errors():
-    opts = proximal_options({"noise": 0.03, "lam": {"image": [100, 7]}, "iters": {"image": 4}, "restart": 0.5})
-    assert opts == {"noise_level": 0.03, "lam": {"image": (100.0, 7.0)}, "iters": {"image": 4}, "restart": 0.5}
+    opts = proximal_options({"noise": 0.03, "lam": {"image": [100, 7]}, "iters": {"image": 4}, "freeze": 0.5,
+                             "guide": ["kernel"]})
+    assert opts == {"noise_level": 0.03, "lam": {"image": (100.0, 7.0)}, "iters": {"image": 4}, "freeze": 0.5,
+                    "guide": ["kernel"]}
     with pytest.raises(ValueError, match="unknown proximal option 'lamda'"):
         proximal_options({"lamda": 1})
     variables, _, _ = _tiny_priors(steps=2)
