@@ -176,6 +176,33 @@ def gaussian_kernel(size: int | tuple[int, int], std: float, dtype=torch.float32
     return (g / g.sum()).view(1, 1, kh, kw)
 
 
+def _per_sample(value, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
+
+
+def _conjugate_gradients(normal, rhs, init, iters: int, precondition=None) -> torch.Tensor:
+    """``iters`` steps of (preconditioned) conjugate gradients on ``normal(u) = rhs``
+    from ``init``, batched with per-sample step sizes."""
+    u = init
+    r = rhs - normal(u)
+    z = precondition(r) if precondition is not None else r
+    p, rz = z, _dot(r, z)
+    for _ in range(iters):
+        Ap = normal(p)
+        alpha = rz / _dot(p, Ap).clamp_min(1e-30)
+        u = u + alpha * p
+        r = r - alpha * Ap
+        z = precondition(r) if precondition is not None else r
+        rz_new = _dot(r, z)
+        p = z + (rz_new / rz.clamp_min(1e-30)) * p
+        rz = rz_new
+    return u
+
+
 def kernel_least_squares(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -202,22 +229,8 @@ def kernel_least_squares(
             (g,) = torch.autograd.grad(out, kk, grad_outputs=out if rhs is None else rhs)
         return g + lam * k if rhs is None else g
 
-    def dot(a, b):
-        return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
-
     k = torch.zeros(B, 1, kh, kw, dtype=x.dtype, device=x.device)
-    r = normal(k, y)
-    p = r.clone()
-    rr = dot(r, r)
-    for _ in range(iters):
-        Ap = normal(p)
-        alpha = rr / dot(p, Ap).clamp_min(1e-30)
-        k = k + alpha * p
-        r = r - alpha * Ap
-        rr_new = dot(r, r)
-        p = r + (rr_new / rr.clamp_min(1e-30)) * p
-        rr = rr_new
-    k = k.clamp_min(0)
+    k = _conjugate_gradients(normal, normal(k, y), k, iters).clamp_min(0)
     return k / k.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
 
 
@@ -228,33 +241,6 @@ def _blur_window(mode: str, image_hw: tuple[int, int], kernel_hw: tuple[int, int
     if mode == "same":
         return (kh - 1 - (kh - 1) // 2, kw - 1 - (kw - 1) // 2), (H, W)
     return (kh - 1, kw - 1), (H - kh + 1, W - kw + 1)
-
-
-def _per_sample(value, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device).reshape(-1, 1, 1, 1)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
-
-
-def _conjugate_gradients(normal, rhs, init, iters: int, precondition=None) -> torch.Tensor:
-    """``iters`` steps of (preconditioned) conjugate gradients on ``normal(u) = rhs``
-    from ``init``, batched with per-sample step sizes."""
-    u = init
-    r = rhs - normal(u)
-    z = precondition(r) if precondition is not None else r
-    p, rz = z, _dot(r, z)
-    for _ in range(iters):
-        Ap = normal(p)
-        alpha = rz / _dot(p, Ap).clamp_min(1e-30)
-        u = u + alpha * p
-        r = r - alpha * Ap
-        z = precondition(r) if precondition is not None else r
-        rz_new = _dot(r, z)
-        p = z + (rz_new / rz.clamp_min(1e-30)) * p
-        rz = rz_new
-    return u
 
 
 def kernel_least_squares_cached(

@@ -16,6 +16,11 @@ Per step, schedule index i = N−1 … 0:
 3. **Re-noise** to the next level: ε̂ = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t),
    x_{t−1} = √ᾱ_{t−1} x̂0' + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ ε), ε ~ N(0, I).
 
+Optionally a variable in ``guide`` (a small network, e.g. the kernel's) also takes
+BlindDPS's gradient step −ζ_v(t)·∇‖y − A(·)‖ after the re-noising, through its own
+network only, the others at their denoised estimates; and ``freeze`` holds every
+unknown for the last steps, which the image runs alone.
+
 The sampler knows the operator only through ``forward``, its unknowns' shapes and the
 ``proximal`` / ``estimate`` hooks: what a data step does for a variable (a
 conjugate-gradient deconvolution, a least-squares kernel) is the operator's business.
@@ -34,7 +39,7 @@ from tqdm.auto import tqdm
 from ..diffusion import DiffusionSchedule
 from ..priors import PriorOutput
 from .sampler import IMAGE, Generators, SampleResult, Variable, _blend_data_estimate, _common_schedule, _noise, \
-    variable_shapes
+    check_variables, initial_states, variable_shapes
 
 #: The keys a preset's ``proximal:`` mapping may hold (see :func:`proximal_options`).
 PROXIMAL_KEYS = ("noise", "adapt_noise", "zeta", "iters", "lam", "blend", "order", "freeze", "guide")
@@ -251,12 +256,7 @@ def sample_proximal(
     fixed = dict(fixed or {})
     lam = dict({IMAGE: 7.0} if lam is None else lam)
     blend = dict(blend or {})
-    if IMAGE not in variables:
-        raise ValueError("variables must include 'image', the operator's input")
-    declared = set(getattr(operator, "unknowns", {}))
-    undecided = declared - set(variables) - set(fixed)
-    if undecided:
-        raise ValueError(f"unknown {sorted(undecided)[0]!r} has neither a prior nor a fixed value")
+    check_variables(operator, variables, fixed)
     for name in list(lam) + list(blend):
         if name not in variables and name not in fixed:
             raise ValueError(f"proximal settings name {name!r}, which is not a sampled variable")
@@ -283,11 +283,7 @@ def sample_proximal(
     B, device, dtype = y.shape[0], y.device, y.dtype
     shapes = variable_shapes(operator, y, list(variables))
 
-    states: dict[str, torch.Tensor] = {}
-    for name, var in variables.items():
-        shape = (B, *var.prior.transform.diffusion_shape(shapes[name]))
-        init = var.init.to(device=device, dtype=dtype) if var.init is not None else None
-        states[name] = var.prior.initial_state(shape, _noise(shape, generator, device, dtype), init)
+    states = initial_states(variables, shapes, B, generator, device, dtype)
 
     frozen = int(math.floor(freeze * n_steps))
     trajectory: list[dict[str, torch.Tensor]] = []

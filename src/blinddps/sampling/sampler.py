@@ -103,6 +103,28 @@ def variable_shapes(operator: Any, y: torch.Tensor, names: list[str]) -> dict[st
     return shapes
 
 
+def check_variables(operator: Any, variables: dict[str, Variable], fixed: dict[str, torch.Tensor]) -> None:
+    """A one-line ValueError unless the image is sampled and every declared unknown
+    has a prior or a fixed value."""
+    if IMAGE not in variables:
+        raise ValueError("variables must include 'image', the operator's input")
+    declared = set(getattr(operator, "unknowns", {}))
+    undecided = declared - set(variables) - set(fixed)
+    if undecided:
+        raise ValueError(f"unknown {sorted(undecided)[0]!r} has neither a prior nor a fixed value")
+
+
+def initial_states(variables: dict[str, Variable], shapes: dict[str, tuple[int, ...]], batch: int,
+                   generator: Generators, device, dtype) -> dict[str, torch.Tensor]:
+    """x_T of every variable, in its prior's diffusion space (e.g. a kernel in its prior's window)."""
+    states: dict[str, torch.Tensor] = {}
+    for name, var in variables.items():
+        shape = (batch, *var.prior.transform.diffusion_shape(shapes[name]))
+        init = var.init.to(device=device, dtype=dtype) if var.init is not None else None
+        states[name] = var.prior.initial_state(shape, _noise(shape, generator, device, dtype), init)
+    return states
+
+
 def sample(
     operator: Any,
     y: torch.Tensor,
@@ -135,12 +157,7 @@ def sample(
     can overshoot the fit it had.
     """
     fixed = dict(fixed or {})
-    if IMAGE not in variables:
-        raise ValueError("variables must include 'image', the operator's input")
-    declared = set(getattr(operator, "unknowns", {}))
-    undecided = declared - set(variables) - set(fixed)
-    if undecided:
-        raise ValueError(f"unknown {sorted(undecided)[0]!r} has neither a prior nor a fixed value")
+    check_variables(operator, variables, fixed)
     if loss_reduction not in ("sample", "batch"):
         raise ValueError("loss_reduction must be 'sample' or 'batch'")
     if loss not in ("norm", "squared"):
@@ -152,11 +169,7 @@ def sample(
     B, device, dtype = y.shape[0], y.device, y.dtype
     shapes = variable_shapes(operator, y, list(variables))
 
-    states: dict[str, torch.Tensor] = {}
-    for name, var in variables.items():
-        shape = (B, *var.prior.transform.diffusion_shape(shapes[name]))  # e.g. a kernel in its prior's window
-        init = var.init.to(device=device, dtype=dtype) if var.init is not None else None
-        states[name] = var.prior.initial_state(shape, _noise(shape, generator, device, dtype), init)
+    states = initial_states(variables, shapes, B, generator, device, dtype)
 
     trajectory: list[dict[str, torch.Tensor]] = []
     start = time.perf_counter()
