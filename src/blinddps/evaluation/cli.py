@@ -130,7 +130,6 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``blinddps evaluate``; returns the exit code. Bad input raises ValueError
     (one line)."""
-    from ..models.checkpoints import CheckpointError
     from .runner import evaluate
 
     kw = _kwargs(args)
@@ -141,19 +140,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return _run_tracks(args, kw, name)
     if getattr(args, "tracks", None):
         raise ValueError("--tracks needs a config with tracks")
+    res = _interruptible(args, evaluate, out_dir=args.out, resume=args.resume,
+                         progress=getattr(args, "progress", True), grid=getattr(args, "grid", True), name=name, **kw)
+    if res is None:
+        return 130
+    _print_table(res)
+    print(f"{len(res.ran)} results computed, {len(res.skipped)} taken from {res.paths['csv']}")
+    return 0
+
+
+def _interruptible(args: argparse.Namespace, fn, **kw):
+    """``fn(**kw)``; a missing checkpoint becomes a one-line ValueError, Ctrl-C a
+    message (and None: the caller exits 130)."""
+    from ..models.checkpoints import CheckpointError
+
     try:
-        res = evaluate(out_dir=args.out, resume=args.resume, progress=getattr(args, "progress", True),
-                       grid=getattr(args, "grid", True), name=name, **kw)
+        return fn(**kw)
     except CheckpointError as exc:
         raise ValueError(str(exc).splitlines()[0]) from None
     except KeyboardInterrupt:
         print(f"blinddps evaluate: interrupted; run again with --out {args.out} to resume", file=sys.stderr)
-        return 130
+        return None
+
+
+def _print_table(res) -> None:
     print(res.table)
     print()
     print("  ".join(f"{k}: {v}" for k, v in res.paths.items()))
-    print(f"{len(res.ran)} results computed, {len(res.skipped)} taken from {res.paths['csv']}")
-    return 0
 
 
 def _run_benchmark(args: argparse.Namespace, kw: dict[str, Any], name: str | None) -> int:
@@ -169,18 +182,16 @@ def _run_benchmark(args: argparse.Namespace, kw: dict[str, Any], name: str | Non
         v = kw.get(key)
         if v is not None and (not isinstance(v, list) or not all(isinstance(i, int) for i in v)):
             raise ValueError(f"{key} must be a list of 1-based indices, got {v!r}")
-    try:
-        text, _ = evaluate_levin(args.out, images=kw.pop("levin_images", None), kernels=kw.pop("levin_kernels", None),
-                                 progress=getattr(args, "progress", True), resume=args.resume, **kw)
-    except KeyboardInterrupt:
-        print(f"blinddps evaluate: interrupted; run again with --out {args.out} to resume", file=sys.stderr)
+    out = _interruptible(args, evaluate_levin, out_dir=args.out, images=kw.pop("levin_images", None),
+                         kernels=kw.pop("levin_kernels", None), progress=getattr(args, "progress", True),
+                         resume=args.resume, **kw)
+    if out is None:
         return 130
-    print(text)
+    print(out[0])
     return 0
 
 
 def _run_tracks(args: argparse.Namespace, kw: dict[str, Any], name: str | None) -> int:
-    from ..models.checkpoints import CheckpointError
     from .tracks import evaluate_tracks, track_label
 
     tracks = kw.pop("tracks")
@@ -194,17 +205,11 @@ def _run_tracks(args: argparse.Namespace, kw: dict[str, Any], name: str | None) 
         if bad:
             raise ValueError(f"unknown track {bad[0]!r}; the config has {', '.join(known)}")
         tracks = [t for t in tracks if track_label(t) in want]
-    try:
-        res = evaluate_tracks(tracks, args.out, resume=args.resume, progress=getattr(args, "progress", True),
-                              grid=getattr(args, "grid", True), name=name, **kw)
-    except CheckpointError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
-    except KeyboardInterrupt:
-        print(f"blinddps evaluate: interrupted; run again with --out {args.out} to resume", file=sys.stderr)
+    res = _interruptible(args, evaluate_tracks, tracks=tracks, out_dir=args.out, resume=args.resume,
+                         progress=getattr(args, "progress", True), grid=getattr(args, "grid", True), name=name, **kw)
+    if res is None:
         return 130
-    print(res.table)
-    print()
-    print("  ".join(f"{k}: {v}" for k, v in res.paths.items()))
+    _print_table(res)
     return 0
 
 

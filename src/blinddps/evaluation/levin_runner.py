@@ -38,6 +38,7 @@ from .levin import levin_pairs, ssd_upto_shift
 from .runner import (
     METHOD_FUNCS,
     Problem,
+    _append_row,
     _check_method_name,
     _method_config,
     _preflight,
@@ -76,16 +77,6 @@ def _read(path: Path) -> list[dict]:
             except ValueError:
                 r[c] = math.nan
     return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    new = not path.is_file() or path.stat().st_size == 0
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LEVIN_COLUMNS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({c: ("" if row.get(c) is None or (isinstance(row.get(c), float) and math.isnan(row[c]))
-                        else (f"{row[c]:.6g}" if isinstance(row.get(c), float) else row[c])) for c in LEVIN_COLUMNS})
 
 
 def _tv_ssd(y: torch.Tensor, k: torch.Tensor, x01: np.ndarray) -> float:
@@ -236,7 +227,7 @@ def evaluate_levin(
                     kk = res_k.detach().cpu().double().reshape(res_k.shape[-2:])
                     row["kernel_mnc"] = M.mnc(kk, k_true.double()[0, 0])
                     row["tv_ssd"] = _tv_ssd(y, kk, x01)
-                _append(csv_path, row)
+                _append_row(csv_path, row, LEVIN_COLUMNS)
                 extra = f" MNC {row['kernel_mnc']:.3f}" if "kernel_mnc" in row else ""
                 say(f"{p['name']} {m}: PSNR {row['psnr']:.2f} (SSD {ssd:.1f}){extra}  {secs:.1f} s")
 

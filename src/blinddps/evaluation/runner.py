@@ -326,13 +326,14 @@ def read_results(path: str | Path) -> list[dict]:
     return out
 
 
-def _append_row(path: Path, row: dict) -> None:
+def _append_row(path: Path, row: dict, columns: list[str] | None = None) -> None:
+    columns = columns or CSV_COLUMNS
     new = not path.is_file() or path.stat().st_size == 0
     with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
-        w.writerow({c: _fmt(row.get(c)) for c in CSV_COLUMNS})
+        w.writerow({c: _fmt(row.get(c)) for c in columns})
         fh.flush()
 
 
