@@ -386,13 +386,17 @@ class _KernelBlur(Operator):
         mode: str = "same",
         channels: int | None = None,
         backend: str = "fft",
+        estimate_domain: str = "intensity",
     ) -> None:
         super().__init__()
         if mode not in ("same", "valid"):
             raise ValueError(f"mode must be 'same' or 'valid', got {mode!r}")
         if backend not in ("fft", "direct"):
             raise ValueError(f"backend must be 'fft' or 'direct', got {backend!r}")
+        if estimate_domain not in ("intensity", "gradient"):
+            raise ValueError(f"estimate_domain must be 'intensity' or 'gradient', got {estimate_domain!r}")
         self.backend = backend
+        self.estimate_domain = estimate_domain
         self.kernel_size = _pair(kernel_size)
         self.mode = mode
         self.channels = None if channels is None else int(channels)
@@ -474,9 +478,15 @@ class BlindBlur(_KernelBlur):
         return self._blur_adjoint(y, kernel)
 
     def estimate(self, name: str, x: torch.Tensor, y: torch.Tensor, params: dict) -> torch.Tensor:
-        """Least-squares kernel given the image ``x`` (see :func:`kernel_least_squares`)."""
+        """Least-squares kernel given the image ``x`` (see :func:`kernel_least_squares`),
+        fitted to intensities or, with ``estimate_domain='gradient'``, to the images'
+        horizontal and vertical differences (:func:`gradient_pair`: edges, not flat
+        areas and low frequencies, pin the kernel down)."""
         if name != "kernel":
             raise ValueError(f"{type(self).__name__} offers no data estimate for {name!r}")
+        if self.estimate_domain == "gradient":
+            xg, yg = gradient_pair(x, y, self.mode, self.kernel_size)
+            return kernel_least_squares(xg, yg, self.kernel_size, "valid")
         return kernel_least_squares(x, y, self.kernel_size, self.mode)
 
     def proximal(self, name: str, value: torch.Tensor, y: torch.Tensor, params: dict,
