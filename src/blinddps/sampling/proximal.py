@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..diffusion import DiffusionSchedule
 from ..priors import PriorOutput
 from .sampler import IMAGE, Generators, SampleResult, Variable, _blend_data_estimate, _common_schedule, _noise, \
-    check_variables, initial_states, variable_shapes
+    check_variables, finish, initial_states, variable_shapes
 
 #: The keys a preset's ``proximal:`` mapping may hold (see :func:`proximal_options`).
 PROXIMAL_KEYS = ("noise", "adapt_noise", "zeta", "iters", "lam", "blend", "order", "freeze", "guide")
@@ -317,13 +317,4 @@ def sample_proximal(
             phys = {**held, **_run(plan, image_state, frozen - 1, 0, on_step)}
             states[IMAGE] = image_state[IMAGE]
     bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return SampleResult(
-        estimates=phys,
-        states=states,
-        residual_rms=residual,
-        seconds=time.perf_counter() - start,
-        steps=n_steps,
-        trajectory=trajectory,
-    )
+    return finish(phys, states, residual, start, n_steps, trajectory, device)

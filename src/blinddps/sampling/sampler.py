@@ -225,16 +225,16 @@ def sample(
         params.update(fixed)
         r = (y - operator.forward(estimates[IMAGE], **params)).flatten(1)
         residual = r.pow(2).mean(dim=1).sqrt()
+    return finish(estimates, states, residual, start, n_steps, trajectory, device)
+
+
+def finish(estimates: dict[str, torch.Tensor], states: dict[str, torch.Tensor], residual: torch.Tensor,
+           start: float, n_steps: int, trajectory: list, device: torch.device) -> SampleResult:
+    """A sampler's :class:`SampleResult`, timed from ``start`` (after the device is done)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return SampleResult(
-        estimates=estimates,
-        states=states,
-        residual_rms=residual,
-        seconds=time.perf_counter() - start,
-        steps=n_steps,
-        trajectory=trajectory,
-    )
+    return SampleResult(estimates=estimates, states=states, residual_rms=residual,
+                        seconds=time.perf_counter() - start, steps=n_steps, trajectory=trajectory)
 
 
 def _blend_data_estimate(operator, name, var, out, phys, fixed, y) -> PriorOutput:
