@@ -137,3 +137,12 @@ def test_levin_data_and_baseline_rows(tmp_path, capsys):
     assert "| blurry input | 1 | 23.69 |" in out
     summ = json.loads((tmp_path / "lv" / "summary.json").read_text())
     assert summ["images"] == ["im1_k1"] and summ["stats"]["tv_true"]["psnr"] > 30
+
+
+def test_blind_methods_estimate_the_problem_s_kernel_size():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    y, k, _ = R.degrade(x, "img", "motion", 9, noise=0.0, seed=1)
+    p = R.Problem("img", x, y, k, None, 0, {}, estimate_size=7)
+    assert p.blind_kernel_size == 7 and R.Problem("img", x, y, k, None, 0, {}).blind_kernel_size == 9
+    assert R.METHOD_FUNCS["l0_blind"](p, {}).kernel.shape == (1, 1, 7, 7)

@@ -198,33 +198,21 @@ def evaluate_levin(
             y = torch.from_numpy(p["y"]).float()[None, None] * 2 - 1
             x = torch.from_numpy(p["x"]).float()[None, None] * 2 - 1
             k_true = torch.from_numpy(p["kernel"]).float()[None, None]
-            ksz = p["kernel"].shape[0] if kernel_size == "true" else int(kernel_size)
-            prob = Problem(p["name"], x, y, k_true, None, _seed(seed, p["name"], 1), settings)
+            prob = Problem(p["name"], x, y, k_true, None, _seed(seed, p["name"], 1), settings,
+                           estimate_size=None if kernel_size == "true" else int(kernel_size))
             for m in methods:
                 if (p["name"], m, configs[m]) in done:
                     continue
                 t0 = time.perf_counter()
-                opts = dict(method_options.get(m, {}))
-                if method_base(m) == "l0_blind":
-                    from ..baselines import l0_blind_deblur
-
-                    img, k = l0_blind_deblur(y, ksz, **opts)
-                    res_img, res_k = torch.as_tensor(img), torch.as_tensor(k).reshape(1, 1, ksz, ksz)
-                elif method_base(m) == "blinddps" and ksz != k_true.shape[-1]:
-                    res = METHOD_FUNCS["blinddps"](Problem(p["name"], x, y, torch.zeros(1, 1, ksz, ksz), None,
-                                                           prob.seed, settings), opts)
-                    res_img, res_k = res.image, res.kernel
-                else:
-                    res = METHOD_FUNCS[method_base(m)](prob, opts)
-                    res_img, res_k = res.image, res.kernel
+                res = METHOD_FUNCS[method_base(m)](prob, dict(method_options.get(m, {})))
                 secs = time.perf_counter() - t0
-                est = _to01(res_img.clamp(-1, 1) if m != "blurry" else res_img)
+                est = _to01(res.image.clamp(-1, 1) if m != "blurry" else res.image)
                 ssd, (dy, dx) = ssd_upto_shift(est, x01)
                 row: dict[str, Any] = {"image": p["name"], "method": m, "config": configs[m], "ssd": ssd,
                                        "psnr": 10 * math.log10(225 * 225 / max(ssd, 1e-12)), "shift_dy": dy,
                                        "shift_dx": dx, "seconds": secs, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                if res_k is not None:
-                    kk = res_k.detach().cpu().double().reshape(res_k.shape[-2:])
+                if res.kernel is not None:
+                    kk = res.kernel.detach().cpu().double().reshape(res.kernel.shape[-2:])
                     row["kernel_mnc"] = M.mnc(kk, k_true.double()[0, 0])
                     row["tv_ssd"] = _tv_ssd(y, kk, x01)
                 _append_row(csv_path, row, LEVIN_COLUMNS)

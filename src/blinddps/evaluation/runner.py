@@ -117,6 +117,11 @@ class Problem:
     tilt: torch.Tensor | None
     seed: int                # per-image seed for stochastic methods
     settings: dict
+    estimate_size: int | None = None  # the kernel size blind methods estimate (None: the true kernel's)
+
+    @property
+    def blind_kernel_size(self) -> int:
+        return int(self.estimate_size or self.kernel.shape[-1])
 
 
 @dataclass
@@ -239,7 +244,7 @@ def _tv(p: Problem, opts: dict) -> MethodOutput:
 def _l0(p: Problem, opts: dict) -> MethodOutput:
     from ..baselines import l0_blind_deblur
 
-    img, k = l0_blind_deblur(p.y, p.kernel.shape[-1], **opts)
+    img, k = l0_blind_deblur(p.y, p.blind_kernel_size, **opts)
     return MethodOutput(img, kernel=torch.as_tensor(k).reshape(1, 1, *k.shape[-2:]))
 
 
@@ -255,7 +260,8 @@ def _solve(p: Problem, opts: dict, nonblind: bool) -> MethodOutput:
     over = dict(s.get("overrides") or {})
     # the solver uses the model the measurement was simulated with: 'same' for zero
     # borders, 'valid' for a scene that goes on past the frame (what the CLI runs on photos)
-    over = _merge(over, {"operator": {"kernel_size": int(p.kernel.shape[-1]), "mode": s.get("mode", "same")}})
+    size = int(p.kernel.shape[-1]) if nonblind else p.blind_kernel_size
+    over = _merge(over, {"operator": {"kernel_size": size, "mode": s.get("mode", "same")}})
     over = _merge(over, opts)
     sol = solve(p.y, s["preset"], steps=s.get("steps"), seed=p.seed, device=s.get("device", "cpu"),
                 fixed=fixed, models=s.get("models"), **over)
