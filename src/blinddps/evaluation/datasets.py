@@ -189,8 +189,11 @@ def _resolve(spec: str) -> list[tuple[str, Path | np.ndarray]]:
     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
         return [(p.stem, p)]
     out: list[tuple[str, Path | np.ndarray]] = []
-    avail: dict[str, Path | np.ndarray] = {**available_images(), **_shared_arrays()}
-    for part in [s.strip() for s in spec.split(",") if s.strip()]:
+    parts = [s.strip() for s in spec.split(",") if s.strip()]
+    avail: dict[str, Path | np.ndarray] = dict(available_images())
+    if {n for part in parts for n in IMAGE_SETS.get(part, [part])} - set(avail):
+        avail.update(_shared_arrays())  # read only when a name is not a file (the Lai images)
+    for part in parts:
         if part in IMAGE_SETS:
             missing = [n for n in IMAGE_SETS[part] if n not in avail]
             if missing:
