@@ -162,8 +162,7 @@ def solve(
     mult = prior_multiple(variables)
     img_c, img_h, img_w = operator.image_shape(tuple(y_in.shape[1:]))
     ph, pw = _pad_amount(img_h, mult), _pad_amount(img_w, mult)
-    if (ph or pw) and getattr(operator, "extendable_image", False) and not any(
-            -1 in tuple(u.shape)[-2:] for u in operator.unknowns.values()):
+    if (ph or pw) and ImageWindow.applies(operator):
         # a 'valid' model: the extra rows/columns are unseen scene, no measurement is invented
         operator = ImageWindow(operator, (img_h, img_w), (img_h + ph, img_w + pw))
     elif ph or pw:

@@ -570,6 +570,7 @@ def check_prior_shapes(variables: dict, operator: Any, image_shape: tuple[int, i
     variable's shape: a fixed-size prior (kernel) larger than its window, or an
     image-sized unknown (tilt) whose size the UNet does not accept (``image_shape``
     (C, H, W), padded, to check those)."""
+    shapes = operator.unknown_shapes(image_shape) if image_shape is not None else {}
     for name, var in variables.items():
         net = getattr(var.prior, "model", None)
         mult = getattr(net, "size_multiple", None)
@@ -578,8 +579,8 @@ def check_prior_shapes(variables: dict, operator: Any, image_shape: tuple[int, i
         size = getattr(net, "image_size", None)
         hw = _fixed_unknown_hw(operator, name)
         if hw is None:
-            if image_shape is not None and name in operator.unknown_shapes(image_shape):
-                ihw = tuple(operator.unknown_shapes(image_shape)[name][-2:])
+            if name in shapes:
+                ihw = tuple(shapes[name][-2:])
                 if any(s % mult for s in ihw):
                     raise PresetError(f"the {name} prior needs sizes divisible by {mult}, "
                                       f"the operator's {name} is {ihw[0]}x{ihw[1]}")

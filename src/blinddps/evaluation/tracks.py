@@ -11,6 +11,7 @@ first track is the headline: the one closest to what a user gets.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,10 @@ def tracks_table(results: dict[str, EvalResult], tracks: list[dict], methods: li
     head = ["method"]
     for t in tracks:
         lab = track_label(t)
-        floor = next((m.get("blob_floor_mnc") for m in results[lab].means.values()
-                      if m.get("blob_floor_mnc") == m.get("blob_floor_mnc") and m.get("blob_floor_mnc") is not None),
-                     None)
+        floors = [m["blob_floor_mnc"] for m in results[lab].means.values()
+                  if isinstance(m.get("blob_floor_mnc"), float) and math.isfinite(m["blob_floor_mnc"])]
         what = f"{_BORDER_TEXT.get(t.get('border', 'zero'), '?')}, {t.get('kernels', 'trajectory')} kernels"
-        fl = f", floor {floor:.3f}" if isinstance(floor, float) else ""
+        fl = f", floor {floors[0]:.3f}" if floors else ""
         head += [f"{what}: PSNR†", f"MNC{fl}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for m in methods:

@@ -217,11 +217,18 @@ class ImageWindow(Operator):
     padding the measurement with made-up (reflected) values that the unknowns would then
     have to explain. Unknowns, offsets and the data estimate are the inner operator's."""
 
+    @staticmethod
+    def applies(operator: Operator) -> bool:
+        """Whether ``operator`` can be wrapped: its image may extend past the view, and it
+        has no image-sized unknowns (they would have to grow with the image)."""
+        return bool(getattr(operator, "extendable_image", False)) and not any(
+            -1 in tuple(u.shape)[-2:] for u in operator.unknowns.values())
+
     def __init__(self, inner: Operator, window: tuple[int, int], image_hw: tuple[int, int]) -> None:
         super().__init__()
         if not inner.extendable_image:
             raise ValueError(f"{type(inner).__name__} does not allow an image larger than its measurement's view")
-        if any(u.shape[-1] == -1 or u.shape[-2] == -1 for u in inner.unknowns.values()):
+        if not self.applies(inner):
             raise ValueError("ImageWindow takes operators without image-sized unknowns")
         (h, w), (H, W) = window, image_hw
         if H < h or W < w:
