@@ -358,6 +358,24 @@ def motion_kernels(
     return out
 
 
+def recentre_centroid(k: np.ndarray, tol: float = 0.05, iters: int = 4) -> np.ndarray:
+    """A 2-D numpy kernel moved by bilinear sub-pixel shifts (zero fill) until its centroid
+    is within ``tol`` px of the kernel centre ``(size-1)/2`` (at most ``iters`` shifts:
+    mass shifted off the window moves the centroid again), clipped ≥ 0, sum 1."""
+    from scipy.ndimage import shift as nd_shift
+
+    c = (np.asarray(k.shape) - 1) / 2.0
+    rows, cols = np.indices(k.shape)
+    for _ in range(iters):
+        s = k.sum()
+        dr, dc = c[0] - (rows * k).sum() / s, c[1] - (cols * k).sum() / s
+        if abs(dr) < tol and abs(dc) < tol:
+            break
+        k = np.clip(nd_shift(k, (dr, dc), order=1, mode="constant"), 0.0, None)
+    k = np.clip(k, 0.0, None)
+    return k / k.sum()
+
+
 # ------------------------------------------------------------------ Gaussian kernels
 
 

@@ -22,25 +22,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
-from scipy.ndimage import shift as nd_shift
 
-from .kernels import GeneratorLike, gaussian_kernels, make_generator, motion_kernels
+from .kernels import GeneratorLike, gaussian_kernels, make_generator, motion_kernels, recentre_centroid
 
 __all__ = ["mixed_kernels"]
-
-
-def _recentre(k: np.ndarray, tol: float = 0.05) -> np.ndarray:
-    """Move the centroid to the centre by bilinear shifts (iterated: mass shifted off
-    the window changes the centroid), renormalised."""
-    c = (k.shape[0] - 1) / 2.0
-    rows, cols = np.indices(k.shape)
-    for _ in range(4):
-        s = k.sum()
-        dr, dc = c - (rows * k).sum() / s, c - (cols * k).sum() / s
-        if abs(dr) < tol and abs(dc) < tol:
-            break
-        k = np.clip(nd_shift(k, (dr, dc), order=1, mode="constant"), 0.0, None)
-    return k / k.sum()
 
 
 def mixed_kernels(
@@ -78,5 +63,5 @@ def mixed_kernels(
             k = k * np.exp(rng.uniform(0.0, 1.5) * field)
         if rng.uniform() < p_thick:
             k = gaussian_filter(k, rng.uniform(0.3, 1.2), mode="constant")
-        out[i] = _recentre(np.clip(k, 0.0, None))
+        out[i] = recentre_centroid(np.clip(k, 0.0, None))
     return torch.from_numpy(out.astype(np.float32))[:, None]

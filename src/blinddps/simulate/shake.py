@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .kernels import GeneratorLike, make_generator
+from .kernels import GeneratorLike, make_generator, recentre_centroid
 
 __all__ = ["camera_shake_kernels"]
 
@@ -77,17 +77,16 @@ def _trajectory(rng: np.random.Generator, steps: int) -> np.ndarray:
     return np.stack([y, x], axis=1)
 
 
-def _splat(pts: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Bilinear splatting of points (row, col), each of weight ``weights`` (default 1),
-    on a size × size grid; points off the grid are dropped."""
-    w = np.ones(len(pts)) if weights is None else weights
+def _splat(pts: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear splatting of equal-weight points (row, col) on a size × size grid; points
+    off the grid are dropped."""
     k = np.zeros((size, size))
     r0, c0 = np.floor(pts[:, 0]).astype(int), np.floor(pts[:, 1]).astype(int)
     fr, fc = pts[:, 0] - r0, pts[:, 1] - c0
     for dr, dc, frac in ((0, 0, (1 - fr) * (1 - fc)), (1, 0, fr * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 1, fr * fc)):
         rr, cc = r0 + dr, c0 + dc
         ok = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
-        np.add.at(k, (rr[ok], cc[ok]), (w * frac)[ok])
+        np.add.at(k, (rr[ok], cc[ok]), frac[ok])
     return k
 
 
@@ -108,17 +107,7 @@ def _one(rng: np.random.Generator, size: int, extent: tuple[float, float], optic
     if sd > 0:
         k = gaussian_filter(k, sd, mode="constant")
     # recentre the centroid exactly (the optics' zero fill and clipping can move it)
-    for _ in range(3):
-        total = k.sum()
-        rows, cols = np.indices(k.shape)
-        dr, dc = (rows * k).sum() / total - centre, (cols * k).sum() / total - centre
-        if abs(dr) < 0.02 and abs(dc) < 0.02:
-            break
-        ys, xs = np.nonzero(k > 0)
-        pts = np.stack([ys - dr, xs - dc], axis=1).astype(float)
-        k = _splat(pts, size, k[ys, xs])
-    k = np.clip(k, 0.0, None)
-    return k / k.sum()
+    return recentre_centroid(k, tol=0.02, iters=3)
 
 
 def camera_shake_kernels(
