@@ -4,7 +4,10 @@ record image, kernel and tilt metrics.
 Protocol (the paper's): for each image a kernel (and for turbulence a tilt map) is
 drawn from a generator seeded by ``(seed, image name)``; the measurement is the
 zero-padded 'same' blur ``y = k ⋆ x`` (turbulence: ``y = k ⋆ T_φ(x)``) plus white
-Gaussian noise of std ``noise`` (images in [-1, 1]). ``y`` is not clipped.
+Gaussian noise of std ``noise`` (images in [-1, 1]). ``y`` is not clipped. With
+``border="scene"`` the blur is 'valid' instead, of an image ``kernel_size − 1`` larger
+than the scored frame (the scene goes on past it), and ``kernels`` picks the kernel
+family (our generator, the held-out camera-shake model, Levin's recorded kernels).
 
 Methods (:data:`METHODS`):
 
@@ -562,7 +565,7 @@ def evaluate(
     ``preset``/``steps``/``models``/``overrides``: how ``dps_true`` and ``blinddps``
     call :func:`blinddps.solve` (default preset per degradation: ``motion_deblur``,
     ``gaussian_deblur``, ``turbulence``); the operator's kernel size
-    is always set to ``kernel_size`` and its mode to ``'same'`` (the simulated model). ``method_options``: keyword arguments per method (e.g.
+    is always set to ``kernel_size`` and its mode to the simulated model's ('same', or 'valid' for ``border='scene'``). ``method_options``: keyword arguments per method (e.g.
     ``{"tv_true": {"iters": 300}}``). ``max_shift``: the aligned metrics' search
     radius (default ``min(8, size // 8)``). ``threads``: torch threads while running.
     ``sampler_seed``: base of the diffusion methods' per-image sampler seeds (default
