@@ -121,6 +121,11 @@ def test_tracks_run_side_by_side_and_cli_selects(tmp_path, capsys):
     assert run_evaluate(_parse(["evaluate", "--config", yml, "--tracks", "zero-shake", "--out", tmp_path / "c",
                                 "--quiet", "--no-grid"])) == 0
     assert (tmp_path / "c" / "zero-shake" / "results.csv").is_file() and not (tmp_path / "c" / "scene-shake").exists()
+    # a --kernels flag applies to every track of the config
+    assert run_evaluate(_parse(["evaluate", "--config", yml, "--kernels", "trajectory", "--out", tmp_path / "e",
+                                "--quiet", "--no-grid"])) == 0
+    for lab in ("scene-trajectory", "zero-trajectory"):
+        assert "kernels" not in json.loads((tmp_path / "e" / lab / "run.json").read_text())
     with pytest.raises(ValueError, match="unknown track"):
         run_evaluate(_parse(["evaluate", "--config", yml, "--tracks", "nope", "--out", tmp_path / "d"]))
 

@@ -27,7 +27,7 @@ EVAL_CONFIG_KEYS = {
 }
 #: the keys a ``benchmark: levin`` config passes on to evaluate_levin
 _LEVIN_KEYS = {"methods", "kernel_size", "preset", "steps", "models", "overrides", "method_options", "seed",
-               "device", "threads", "limit"}
+               "device", "threads", "limit", "levin_images", "levin_kernels"}
 
 
 def list_eval_configs() -> dict[str, Path]:
@@ -175,7 +175,7 @@ def _run_benchmark(args: argparse.Namespace, kw: dict[str, Any], name: str | Non
     bench = kw.pop("benchmark")
     if bench != "levin":
         raise ValueError(f"unknown benchmark {bench!r}; the one built in is 'levin'")
-    extra = sorted(set(kw) - _LEVIN_KEYS - {"levin_images", "levin_kernels"})
+    extra = sorted(set(kw) - _LEVIN_KEYS)
     if extra:
         raise ValueError(f"the levin benchmark does not take {extra[0]!r}")
     for key in ("levin_images", "levin_kernels"):
@@ -196,8 +196,9 @@ def _run_tracks(args: argparse.Namespace, kw: dict[str, Any], name: str | None) 
 
     tracks = kw.pop("tracks")
     for k in ("border", "kernels"):  # a flag fixes it for every track
-        if k in kw:
-            tracks = [{**t, k: kw.pop(k)} for t in tracks] if isinstance(tracks, list) else tracks
+        if k in kw and isinstance(tracks, list):
+            value = kw.pop(k)
+            tracks = [{**t, k: value} for t in tracks]
     if getattr(args, "tracks", None):
         want = [w.strip() for w in args.tracks.split(",") if w.strip()]
         known = [track_label(t) for t in tracks] if isinstance(tracks, list) else []
