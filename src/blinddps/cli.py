@@ -299,9 +299,67 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision for the networks (CUDA only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if not turb:
+        _add_photo_options(p)
     _add_common(p)
     p.set_defaults(func=lambda a: _cmd_restore(a, name))
     return p
+
+
+PHOTO_AUTO_PIXELS = 256 * 256  # --pipeline auto: larger images go through the photo pipeline
+
+
+def _add_photo_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("photo pipeline (docs/photos.md)")
+    g.add_argument("--pipeline", choices=["auto", "photo", "direct"], default="auto",
+                   help="photo: kernel estimated at a coarse scale on an informative region, refined "
+                        "coarse-to-fine, the image restored at full resolution (any size, kernels up to 151 px); "
+                        "direct: BlindDPS on the whole image (small images, kernel within the prior's window); "
+                        "auto: photo for images over %d pixels or a --kernel-size beyond the prior's window"
+                        % PHOTO_AUTO_PIXELS)
+    g.add_argument("--estimator", choices=["blinddps", "l0"], default=None,
+                   help="photo pipeline: the coarse blind estimate (default: %s)" % _photo_default("estimator"))
+    g.add_argument("--no-linear-light", dest="linear_light", action="store_false",
+                   help="photo pipeline: estimate and deconvolve the recorded values (default: in linear light, "
+                        "the sRGB curve undone and re-applied)")
+    g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
+                   help="photo pipeline: keep clipped highlights in the data term (default: left out)")
+
+
+def _photo_default(name: str):
+    from .photo.pipeline import PhotoSettings
+
+    return getattr(PhotoSettings(), name)
+
+
+def photo_settings(args: argparse.Namespace, cfg: dict):
+    """The photo pipeline's settings from the command's flags (``None`` for turbulence)."""
+    if getattr(args, "pipeline", None) is None:
+        return None
+    from .photo.pipeline import PhotoSettings
+
+    st = PhotoSettings(kernel_size=args.kernel_size, seed=args.seed, linear_light=args.linear_light,
+                       clip_mask=args.clip_mask, steps=args.steps, samples=args.samples)
+    if args.estimator is not None:
+        st.estimator = args.estimator
+    if args.preset is not None:
+        st.preset = args.preset
+    overrides: dict[str, Any] = {}
+    for prior in ("image", "kernel"):
+        spec = (cfg.get("priors") or {}).get(prior) or {}
+        if getattr(args, f"{prior}_model", None):
+            overrides.setdefault("priors", {})[prior] = {"model": spec.get("model"), **(
+                {"config": spec["config"]} if "config" in spec else {})}
+    st.overrides = overrides
+    return st
+
+
+def uses_photo_pipeline(args: argparse.Namespace, height: int, width: int) -> bool:
+    """Whether one image of ``height x width`` goes through the photo pipeline."""
+    mode = getattr(args, "pipeline", None)
+    if mode in (None, "direct"):
+        return False
+    return mode == "photo" or getattr(args, "photo_kernel_only", False) or height * width > PHOTO_AUTO_PIXELS
 
 
 def _add_simulate(sub) -> argparse.ArgumentParser:
@@ -811,7 +869,10 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
             "turbulence" if "turbulence" in list_presets() else "paper_turbulence_ffhq")
     cfg = load_preset(name)
     over: dict[str, Any] = {"operator": {"mode": "valid" if args.boundary == "valid" else "same"}}
-    if args.kernel_size is not None:
+    photo_ok = getattr(args, "pipeline", "direct") != "direct"
+    if args.kernel_size is not None and photo_ok and _beyond_window(cfg, over, int(args.kernel_size)):
+        args.photo_kernel_only = True  # only the photo pipeline takes this kernel: every image goes through it
+    elif args.kernel_size is not None:
         over["operator"]["kernel_size"] = int(args.kernel_size)
     if args.steps is not None:
         over["steps"] = int(args.steps)
@@ -831,6 +892,19 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
         raise CLIError(str(exc)) from None
     del variables
     return cfg, operator
+
+
+def _beyond_window(cfg: dict, over: dict, kernel_size: int) -> bool:
+    """Whether a ``kernel_size`` kernel is larger than the preset's kernel prior takes."""
+    from .presets import PresetError, build_operator, build_variables, check_prior_shapes, merge
+
+    trial = merge(cfg, merge(over, {"operator": {"kernel_size": kernel_size}}))
+    operator = build_operator(trial["operator"])
+    try:
+        check_prior_shapes(build_variables(trial, device="cpu", operator=operator), operator)
+    except PresetError:
+        return True
+    return False
 
 
 # ============================================================================ restore
@@ -882,13 +956,22 @@ def restore_settings(cfg: dict, args: argparse.Namespace) -> dict:
     override (steps, kernel size, boundary, models), the seed and the sample count."""
     from .presets import sampling_counts
 
-    return {"config": cfg, "seed": args.seed, "samples": args.samples or sampling_counts(cfg)[1]}
+    out = {"config": cfg, "seed": args.seed, "samples": args.samples or sampling_counts(cfg)[1]}
+    st = photo_settings(args, cfg)
+    if st is not None:
+        from dataclasses import asdict
+
+        out["pipeline"] = {"mode": args.pipeline, "photo": asdict(st)}
+    return out
 
 
 def restore_settings_of(summary: dict) -> dict:
     """:func:`restore_settings` as a restore result's ``summary.json`` records them."""
-    return {"config": summary.get("config"), "seed": summary.get("seed"),
-            "samples": (summary.get("settings") or {}).get("samples")}
+    out = {"config": summary.get("config"), "seed": summary.get("seed"),
+           "samples": (summary.get("settings") or {}).get("samples")}
+    if summary.get("command") == "deblur":
+        out["pipeline"] = summary.get("pipeline")
+    return out
 
 
 def _explain_memory(exc: Exception) -> Exception | str:
@@ -970,50 +1053,56 @@ def _restore_jobs(args: argparse.Namespace, task: str, jobs: list[Job], single: 
                     bar.update(1)
                     continue
                 ready.append((job, y, info))
-            if not ready:
-                continue
-            t0 = time.perf_counter()
-            try:
-                y = torch.cat([r[1] for r in ready])
-                sol = solve(y, preset=cfg, seed=[args.seed] * y.shape[0], device=device, num_samples=args.samples,
-                            amp=args.amp, progress=show and not args.quiet and ctx.is_main, value_range=(-1, 1))
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded per image; the others go on
-                if getattr(args, "debug", False):
+            photo = [r for r in ready if uses_photo_pipeline(args, r[2].height, r[2].width)]
+            direct = [r for r in ready if not any(r is q for q in photo)]
+            for group in [[r] for r in photo] + ([direct] if direct else []):
+                t0 = time.perf_counter()
+                ready = group
+                try:
+                    if group is not direct:
+                        sol = _solve_photo(group[0][1], args, cfg, show and not args.quiet and ctx.is_main)
+                    else:
+                        y = torch.cat([r[1] for r in ready])
+                        sol = solve(y, preset=cfg, seed=[args.seed] * y.shape[0], device=device,
+                                    num_samples=args.samples, amp=args.amp,
+                                    progress=show and not args.quiet and ctx.is_main, value_range=(-1, 1))
+                except KeyboardInterrupt:
                     raise
-                code = _classify(exc)
-                exc = _explain_memory(exc)
-                for job, _, _ in ready:
-                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), code))
-                    _err_for(prefix, job.label, exc)
-                    bar.update(1)
-                continue
-            solve_s = (time.perf_counter() - t0) / len(ready)
-            for b, (job, y1, info) in enumerate(ready):
-                t1 = time.perf_counter()
-                try:
-                    writer = _Writer(job.dir, RESTORE_OUTPUTS, args.overwrite, {**marker, "input": str(job.input)})
-                except OSError as exc:
-                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
-                    _err(f"{prefix}{job.label}: writing the results failed: {exc}")
-                    bar.update(1)
-                    continue
-                try:
-                    res = _write_restored(writer, job, info, y1, sol, b, len(ready), operator, args, task, ctx,
-                                          solve_s, t1)
-                except BaseException as exc:
-                    writer.abort()
-                    if isinstance(exc, KeyboardInterrupt) or getattr(args, "debug", False):
+                except Exception as exc:  # noqa: BLE001 - recorded per image; the others go on
+                    if getattr(args, "debug", False):
                         raise
-                    records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
-                    _err(f"{prefix}{job.label}: writing the results failed: {exc}")
-                    bar.update(1)
+                    code = _classify(exc)
+                    exc = _explain_memory(exc)
+                    for job, _, _ in ready:
+                        records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), code))
+                        _err_for(prefix, job.label, exc)
+                        bar.update(1)
                     continue
-                records.append(Record(str(job.input), "ok", res["seconds"], res["residual"], "", str(job.dir)))
-                tqdm.write(f"{prefix}{job.label}: ok, {res['seconds']:.1f} s, residual {res['residual']:.4f} "
-                           f"-> {job.dir}")
-                bar.update(1)
+                solve_s = (time.perf_counter() - t0) / len(ready)
+                for b, (job, y1, info) in enumerate(ready):
+                    t1 = time.perf_counter()
+                    try:
+                        writer = _Writer(job.dir, RESTORE_OUTPUTS, args.overwrite, {**marker, "input": str(job.input)})
+                    except OSError as exc:
+                        records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
+                        _err(f"{prefix}{job.label}: writing the results failed: {exc}")
+                        bar.update(1)
+                        continue
+                    try:
+                        res = _write_restored(writer, job, info, y1, sol, b, len(ready), operator, args, task, ctx,
+                                              solve_s, t1)
+                    except BaseException as exc:
+                        writer.abort()
+                        if isinstance(exc, KeyboardInterrupt) or getattr(args, "debug", False):
+                            raise
+                        records.append(Record(str(job.input), "failed", None, None, _one_line(exc), str(job.dir), 1))
+                        _err(f"{prefix}{job.label}: writing the results failed: {exc}")
+                        bar.update(1)
+                        continue
+                    records.append(Record(str(job.input), "ok", res["seconds"], res["residual"], "", str(job.dir)))
+                    tqdm.write(f"{prefix}{job.label}: ok, {res['seconds']:.1f} s, residual {res['residual']:.4f} "
+                               f"-> {job.dir}")
+                    bar.update(1)
         bar.close()
         everything = dist.gather_records(ctx, records)
         if ctx.is_main and not single:
@@ -1023,6 +1112,18 @@ def _restore_jobs(args: argparse.Namespace, task: str, jobs: list[Job], single: 
     finally:
         ctx.close()
     return dist.exit_code(everything)
+
+
+def _solve_photo(y, args: argparse.Namespace, cfg: dict, progress: bool):
+    """One image through the photo pipeline (:mod:`blinddps.photo`), as a Solution."""
+    from .photo import deblur_photo
+
+    if getattr(args, "device", "cpu") == "cuda":
+        raise CLIError("the photo pipeline runs on the CPU; use --device cpu or auto")
+    sol = deblur_photo(y[0], photo_settings(args, cfg), progress=progress)
+    sol.settings["config"] = cfg  # what a resume compares
+    sol.settings["num_samples"] = restore_settings(cfg, args)["samples"]
+    return sol
 
 
 def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int, operator, args, task, ctx,
@@ -1065,7 +1166,8 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
         panels.append(("posterior std", figures.std_image(std)[0]))
     residual = float(sol.residual_rms[b])
     steps = sol.timings.get("steps")
-    title = f"{Path(job.input).name}: {sol.settings.get('preset')}, {steps} steps, residual {residual:.4f}"
+    title = (f"{Path(job.input).name}: {sol.settings.get('preset')}, "
+             + (f"{steps} steps, " if steps is not None else "") + f"residual {residual:.4f}")
     figures.save_comparison(writer.add(d / "comparison.png"), panels, title=title)
     outputs["comparison"] = "comparison.png"
     seconds = solve_s + (time.perf_counter() - t1)
@@ -1082,7 +1184,8 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
         "settings": {
             "boundary": args.boundary,
             "operator_mode": settings["config"]["operator"].get("mode"),
-            "kernel_size": list(operator.kernel_size),
+            "kernel_size": list(k.shape),
+            "pipeline": settings.get("pipeline", "direct"),
             "steps": steps,
             "seed": args.seed,
             "samples": settings.get("num_samples"),
@@ -1105,6 +1208,9 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
                       "the sampler can amplify in places (docs/reliability.md): reruns with the same --batch-size, "
                       "--threads and device give identical results"),
         "config": settings.get("config"),
+        **({"pipeline": restore_settings(settings["config"], args).get("pipeline"), "photo": settings["photo"]}
+           if "photo" in settings else
+           {"pipeline": restore_settings(settings["config"], args)["pipeline"]} if task == "deblur" else {}),
         "residual_rms": residual,
         "residual_note": "RMS of y - A(x, params) on the [-1, 1] scale (about the noise level when the fit is good)",
         **extra,

@@ -48,7 +48,8 @@ from ._common import (corr_otf, diff_otf, embed_kernel, extract_kernel, fft_size
 from .tv import tv_deconvolve_channels
 from .wiener import estimate_noise_sigma
 
-__all__ = ["l0_blind_deblur", "l0_deblur_whole", "l0_restoration", "estimate_psf"]
+__all__ = ["l0_blind_deblur", "l0_deblur_whole", "l0_restoration", "estimate_psf", "estimate_kernel_l0",
+           "alternate_level", "resize_kernel", "centre_kernel", "downsample"]
 
 
 # --------------------------------------------------------------------------- latent image
@@ -175,7 +176,7 @@ def _prune(k: np.ndarray, min_mass: float = 0.1) -> np.ndarray:
     return k / k.sum()
 
 
-def _adjust_center(k: np.ndarray) -> np.ndarray:
+def centre_kernel(k: np.ndarray) -> np.ndarray:
     """Shift the kernel by the integer offset that brings its centroid to the centre."""
     kh, kw = k.shape
     s = k.sum()
@@ -217,7 +218,7 @@ def _fixsize(k: np.ndarray, n1: int, n2: int) -> np.ndarray:
     return k
 
 
-def _resize_kernel(k: np.ndarray, scale: float, n1: int, n2: int) -> np.ndarray:
+def resize_kernel(k: np.ndarray, scale: float, n1: int, n2: int) -> np.ndarray:
     from skimage.transform import resize
 
     size = (int(math.ceil(k.shape[0] * scale)), int(math.ceil(k.shape[1] * scale)))
@@ -227,7 +228,7 @@ def _resize_kernel(k: np.ndarray, scale: float, n1: int, n2: int) -> np.ndarray:
     return k2 / s if s > 0 else k2
 
 
-def _downsample(y: np.ndarray, ret: float) -> np.ndarray:
+def downsample(y: np.ndarray, ret: float) -> np.ndarray:
     """Anti-aliased resampling by ``ret`` (< 1): Gaussian of std 1/(2 ret) (Pan's
     ``downSmpImC``), then bilinear samples at 0, 1/ret, 2/ret, ..."""
     if ret >= 1.0:
@@ -251,8 +252,11 @@ def _grads_valid(x: np.ndarray):
     return x[:-1, 1:] - x[:-1, :-1], x[1:, :-1] - x[:-1, :-1]
 
 
-def _single_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: float,
-                  xk_iter: int, gamma: float):
+def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: float,
+                    xk_iter: int, gamma: float):
+    """One pyramid level of the alternation on a ``(H, W)`` image in [0, 1]: ``xk_iter``
+    times (latent image by the L0 solver, kernel by :func:`estimate_psf` + pruning),
+    the lambdas divided by 1.1 each time. Returns ``(k, lam_pix, lam_grad, latent)``."""
     H, W = B.shape
     kh, kw = k.shape
     Bw = wrap_pad(B, (fft_size(H + kh - 1), fft_size(W + kw - 1)))
@@ -291,10 +295,10 @@ def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float =
         if s == maxitr:
             k = _init_kernel(klist[s])
         else:
-            k = _resize_kernel(k, 1.0 / ret, klist[s], klist[s])
-        ys = _downsample(gray, retv[s])
-        k, lam_pix, lam_grad, S = _single_level(ys, k, lam_pix, lam_grad, xk_iter, gamma)
-        k = _adjust_center(k)
+            k = resize_kernel(k, 1.0 / ret, klist[s], klist[s])
+        ys = downsample(gray, retv[s])
+        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma)
+        k = centre_kernel(k)
         k = np.maximum(k, 0.0)
         k = k / k.sum()
     if k_thresh > 0:

@@ -39,8 +39,16 @@ def _grad_adj(h, v):
 
 
 def tv_deconvolve_channels(y: np.ndarray, k: np.ndarray, lam: float, iters: int,
-                           rho: float, rho_tv: float) -> np.ndarray:
-    """Core solver on a numpy ``(C, H, W)`` float array with one ``(kh, kw)`` kernel."""
+                           rho: float, rho_tv: float, weight: np.ndarray | None = None,
+                           dtype=np.float64) -> np.ndarray:
+    """Core solver on a numpy ``(C, H, W)`` float array with one ``(kh, kw)`` kernel.
+
+    ``weight`` (``(H, W)``, in [0, 1]) weighs each observed pixel's data term: 0 drops
+    a pixel (a clipped highlight is a lower bound, not a measurement), and such a
+    pixel is then treated like the unseen border. ``dtype`` float32 halves memory and
+    time (FFTs in single precision) at about 1e-6 relative difference."""
+    y = np.asarray(y, dtype=dtype)
+    k = np.asarray(k, dtype=dtype)
     C, H, W = y.shape
     kh, kw = k.shape
     py, px = (kh - 1) // 2, (kw - 1) // 2
@@ -48,14 +56,16 @@ def tv_deconvolve_channels(y: np.ndarray, k: np.ndarray, lam: float, iters: int,
     shape = (Hp, Wp)
     win = (slice(None), slice(py, py + H), slice(px, px + W))
 
-    mask = np.zeros(shape)
-    mask[py:py + H, px:px + W] = 1.0
-    My = np.zeros((C, Hp, Wp))
+    mask = np.zeros(shape, dtype=dtype)
+    mask[py:py + H, px:px + W] = 1.0 if weight is None else np.asarray(weight, dtype=dtype)
+    My = np.zeros((C, Hp, Wp), dtype=dtype)
     My[win] = y
+    My *= mask
 
-    K = corr_otf(k, shape)
+    cdtype = np.result_type(dtype, np.complex64)
+    K = corr_otf(k, shape).astype(cdtype)
     Dh, Dv = diff_otf(shape)
-    denom = rho * np.abs(K) ** 2 + rho_tv * (np.abs(Dh) ** 2 + np.abs(Dv) ** 2)
+    denom = (rho * np.abs(K) ** 2 + rho_tv * (np.abs(Dh) ** 2 + np.abs(Dv) ** 2)).astype(dtype)
     denom[0, 0] = max(denom[0, 0], 1e-12)
     Kc = np.conj(K)
 

@@ -1,0 +1,174 @@
+"""Kernel estimation for photos: at the scale where it is cheap and well-posed.
+
+1. The scale ``s0`` at which the kernel (``kernel_size`` full-resolution pixels) is
+   ``coarse_kernel`` pixels, the size the kernel prior's window holds.
+2. The most informative ``coarse_region`` window at that scale (:mod:`.region`).
+3. A blind estimate there: BlindDPS (``estimator='blinddps'``, any preset, 'valid'
+   model: the scene continues past the window) or our L0 baseline
+   (``estimator='l0'``, Pan et al.'s own pyramid below ``s0``).
+4. Coarse-to-fine refinement up to full resolution in steps of sqrt(2): the kernel is
+   upsampled (bicubic) and refined (after a BlindDPS estimate, first at its own scale)
+   on that level's most informative window of at most
+   ``region`` pixels a side by ``refine_iters`` alternations of an L0-gradient latent
+   image and a least-squares kernel on gradients, thresholded, pruned to its main
+   connected components and re-centred (:func:`blinddps.baselines.l0_blind.alternate_level`).
+
+Everything here works on the luminance, in whatever light the caller gives (linear
+light for camera data, :mod:`.pipeline`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..baselines._common import rgb_to_luma
+from ..baselines.l0_blind import alternate_level, centre_kernel, downsample, estimate_kernel_l0, resize_kernel
+from .region import informative_region
+
+__all__ = ["KernelEstimate", "estimate_kernel", "odd", "levels_for", "trim_kernel"]
+
+
+def odd(n: float) -> int:
+    """The odd integer at or above ``n`` (at least 3)."""
+    m = max(3, int(math.ceil(n - 1e-9)))
+    return m if m % 2 else m + 1
+
+
+def levels_for(s0: float, ratio: float = math.sqrt(2.0)) -> list[float]:
+    """Scales from ``s0`` up to 1, about ``ratio`` apart."""
+    if s0 >= 1.0:
+        return [1.0]
+    n = max(1, int(math.ceil(math.log(1.0 / s0) / math.log(ratio) - 1e-9)))
+    return [s0 * (1.0 / s0) ** (i / n) for i in range(n + 1)]
+
+
+def trim_kernel(k: np.ndarray, rel: float = 0.05, margin: int = 2) -> np.ndarray:
+    """Crop ``k`` to a centred odd square around its entries above ``rel`` of the peak
+    plus ``margin`` pixels (the kernel's support, for an automatic size)."""
+    ys, xs = np.nonzero(k >= rel * k.max())
+    c = (k.shape[0] - 1) // 2
+    half = int(max(np.abs(ys - c).max(), np.abs(xs - c).max())) + margin
+    half = min(half, c)
+    out = k[c - half:c + half + 1, c - half:c + half + 1]
+    return out / out.sum()
+
+
+@dataclass
+class KernelEstimate:
+    """A photo's kernel: ``kernel`` (``(K, K)`` at full resolution, correlation
+    convention, sums to 1), the coarse estimate, and what was done at each level."""
+
+    kernel: np.ndarray
+    coarse: np.ndarray
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _crop(a: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    t, l, h, w = box
+    return a[..., t:t + h, l:l + w]
+
+
+def _resample_rgb(y: np.ndarray, s: float) -> np.ndarray:
+    return y if s >= 1.0 else np.stack([downsample(c, s) for c in y])
+
+
+def _coarse_blinddps(crop_rgb: np.ndarray, size: int, preset: str | dict, seed: int, steps: int | None,
+                     samples: int | None, progress: bool, overrides: dict | None) -> np.ndarray:
+    """BlindDPS on a ``(C, h, w)`` crop in [0, 1]: the kernel, ``(size, size)``."""
+    import torch
+
+    from ..api import solve
+
+    y = torch.from_numpy(np.ascontiguousarray(2.0 * crop_rgb - 1.0, dtype=np.float32))[None]
+    over = {"operator": {"mode": "valid", "kernel_size": int(size)}}
+    if overrides:
+        from ..presets import merge
+
+        over = merge(over, overrides)
+    sol = solve(y, preset=preset, steps=steps, seed=seed, num_samples=samples, progress=progress,
+                value_range=(-1.0, 1.0), **over)
+    k = sol.params["kernel"][0, 0].double().clamp_min(0).numpy()
+    return k / k.sum()
+
+
+def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude: np.ndarray | None = None,
+                    estimator: str = "blinddps", preset: str | dict = "motion_fast", coarse_kernel: int = 31,
+                    coarse_region: int = 160, region: int = 384, refine_iters: int = 4, lambda_grad: float = 4e-3,
+                    gamma: float = 2.0, k_thresh: float = 20.0, seed: int = 0, steps: int | None = None,
+                    samples: int | None = None, overrides: dict | None = None, progress: bool = False,
+                    on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
+    """The blur kernel of ``y01`` (``(C, H, W)`` or ``(H, W)`` in [0, 1]); see the module
+    docstring. ``kernel_size``: in full-resolution pixels (odd; even sizes are rounded
+    up); ``None`` guesses a generous size (a tenth of the longer side, 15..151) and
+    trims it to the coarse estimate's support. ``exclude``: ``(H, W)`` bool of pixels
+    that must not inform the estimate (clipped). ``estimator``: ``'blinddps'`` (with
+    ``preset``, ``steps``, ``samples``, ``seed``, preset ``overrides``) or ``'l0'``."""
+    if estimator not in ("blinddps", "l0"):
+        raise ValueError(f"estimator must be 'blinddps' or 'l0', got {estimator!r}")
+    y01 = np.asarray(y01, dtype=np.float64)
+    rgb = y01 if y01.ndim == 3 else y01[None]
+    H, W = rgb.shape[-2:]
+    auto = kernel_size is None
+    K = odd(min(max(15, max(H, W) // 10), 151)) if auto else odd(kernel_size)
+    if K > min(H, W) // 2:
+        raise ValueError(f"a {K} px kernel needs an image of at least {2 * K} px a side; this one is {H}x{W}")
+    gray = rgb_to_luma(rgb) if rgb.shape[0] == 3 else rgb[0]
+    scales = levels_for(min(1.0, coarse_kernel / K))
+    timings: dict[str, float] = {}
+    levels: list[dict[str, Any]] = []
+
+    # --- coarse estimate
+    t0 = time.perf_counter()
+    s0 = scales[0]
+    k0 = odd(K * s0) if s0 < 1 else K
+    k0 = min(k0, odd(coarse_kernel))
+    g0 = downsample(gray, s0) if s0 < 1 else gray
+    ex0 = None if exclude is None else (downsample(exclude.astype(np.float64), s0) > 0.01 if s0 < 1 else exclude)
+    # BlindDPS costs per pixel: its window is small; L0 is cheap and takes the refinement's window
+    box = informative_region(g0, max(coarse_region if estimator == "blinddps" else region, 3 * k0), ex0)
+    if estimator == "blinddps":
+        crop = _crop(_resample_rgb(rgb, s0), box)
+        k = _coarse_blinddps(crop, k0, preset, seed, steps, samples, progress, overrides)
+    else:
+        k, _ = estimate_kernel_l0(_crop(g0, box), k0, lambda_pixel=0.0, lambda_grad=lambda_grad,
+                                  gamma=gamma, k_thresh=0.0)
+    k = centre_kernel(np.maximum(k, 0.0))
+    k = k / k.sum()
+    if auto:
+        k = trim_kernel(k)
+        K = min(K, odd(k.shape[0] / s0))
+    coarse = k.copy()
+    levels.append({"scale": s0, "kernel_px": int(k.shape[0]), "region": list(box), "stage": estimator})
+    if on_level:
+        on_level(levels[-1])
+    timings["coarse_s"] = time.perf_counter() - t0
+
+    # --- coarse to fine
+    t1 = time.perf_counter()
+    lam = lambda_grad
+    prev = s0
+    # BlindDPS's window was small: its kernel is first refined at its own scale on the larger window
+    for s in (scales if estimator == "blinddps" else scales[1:]):
+        ks = K if s >= 1.0 else odd(K * s)
+        g = downsample(gray, s) if s < 1 else gray
+        ex = None if exclude is None else (downsample(exclude.astype(np.float64), s) > 0.01 if s < 1 else exclude)
+        k = resize_kernel(k, s / prev, ks, ks)
+        box = informative_region(g, max(region, 3 * ks), ex)
+        k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma)
+        k = centre_kernel(np.maximum(k, 0.0))
+        k = k / k.sum()
+        prev = s
+        levels.append({"scale": s, "kernel_px": ks, "region": list(box), "stage": "refine"})
+        if on_level:
+            on_level(levels[-1])
+    if k.shape[0] != K:  # s0 was 1 but the coarse size was capped, or the auto size trimmed
+        k = resize_kernel(k, 1.0, K, K)
+    if k_thresh > 0:
+        k = np.where(k < k.max() / k_thresh, 0.0, k)
+    timings["refine_s"] = time.perf_counter() - t1
+    return KernelEstimate(kernel=k / k.sum(), coarse=coarse, levels=levels, seconds=timings)

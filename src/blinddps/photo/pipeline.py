@@ -1,0 +1,159 @@
+"""A photograph end to end: kernel at the cheap scale, restoration at full resolution.
+
+``deblur_photo`` takes the photo as recorded (``(C, H, W)`` on [-1, 1], sRGB-encoded
+values), and
+
+1. undoes the sRGB curve (``linear_light``) and marks clipped pixels (``clip_mask``);
+2. estimates the kernel (:func:`blinddps.photo.kernel.estimate_kernel`) on the
+   unclipped luminance;
+3. restores every channel at full resolution with that kernel
+   (:func:`blinddps.photo.deconvolve.deconvolve`), clipped pixels out of the data term;
+4. re-applies the sRGB curve.
+
+It returns a :class:`blinddps.api.Solution` (what ``solve`` returns), so the command
+line, the harness and torchrun sharding handle both the same way; ``settings['photo']``
+records every choice and ``timings['stages']`` each stage's seconds and peak memory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .color import clipped_mask, linear_to_srgb, srgb_to_linear
+from .deconvolve import deconvolve
+from .kernel import estimate_kernel
+from .stages import StageMeter
+
+__all__ = ["PhotoSettings", "deblur_photo", "valid_residual_rms"]
+
+
+@dataclass
+class PhotoSettings:
+    """Every choice of the photo pipeline (docs/photos.md). Defaults are the measured
+    ones (docs/benchmarks.md, "Photographs")."""
+
+    kernel_size: int | None = None        # full-resolution px (odd); None: automatic
+    estimator: str = "blinddps"           # coarse estimate: 'blinddps' or 'l0'
+    preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
+    steps: int | None = None              # its steps (None: the preset's)
+    samples: int | None = None            # its posterior samples (None: the preset's)
+    coarse_kernel: int = 31               # kernel px at the coarse scale (fits the 32-px prior window)
+    coarse_region: int = 160              # side of the coarse estimate's window, coarse px
+    region: int = 384                     # side of each refinement level's window
+    refine_iters: int = 4                 # alternations per refinement level
+    linear_light: bool = True             # undo sRGB before estimating / deconvolving
+    clip_mask: bool = True                # leave clipped pixels out of the data terms
+    clip_level: float = 0.98              # recorded value counted as clipped ([0, 1])
+    tv_weight: float | None = None        # full-resolution TV weight (None: from the noise)
+    deconv_iters: int = 80                # ADMM iterations of the full-resolution restoration
+    tile_pixels: int = 2**21              # restoration tile size (core pixels)
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)  # preset overrides of the coarse estimate
+
+    def check(self) -> None:
+        if self.estimator not in ("blinddps", "l0"):
+            raise ValueError(f"estimator must be 'blinddps' or 'l0', got {self.estimator!r}")
+        if self.kernel_size is not None and self.kernel_size < 3:
+            raise ValueError(f"kernel_size must be at least 3, got {self.kernel_size}")
+        for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.clip_level <= 1.0:
+            raise ValueError(f"clip_level must be in (0, 1], got {self.clip_level}")
+
+
+def _blur_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    from scipy.signal import fftconvolve
+
+    return np.stack([fftconvolve(c, k[::-1, ::-1], mode="valid") for c in x])
+
+
+def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """RMS of ``y - k * x`` over the interior where the 'valid' blur of the restored
+    frame is defined (``(C, H, W)``, ``y``'s scale), weighted by ``weight``."""
+    kh, kw = k.shape
+    py, px = (kh - 1) // 2, (kw - 1) // 2
+    H, W = y.shape[-2:]
+    if H < kh or W < kw:
+        return float("nan")
+    r = y[:, py:py + H - kh + 1, px:px + W - kw + 1] - _blur_valid(x, k)
+    w = np.ones(r.shape[-2:]) if weight is None else weight[py:py + H - kh + 1, px:px + W - kw + 1]
+    den = float(w.sum()) * r.shape[0]
+    return float(np.sqrt((r * r * w).sum() / den)) if den > 0 else float("nan")
+
+
+def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = None, *, progress: bool = False,
+                 **kw: Any):
+    """Deblur one photo ``y`` (``(C, H, W)`` or ``(1, C, H, W)``, values on [-1, 1] as
+    recorded). ``settings`` or keyword overrides of :class:`PhotoSettings`. Returns a
+    :class:`blinddps.api.Solution` with the image on [-1, 1] (``(1, C, H, W)``), the
+    full-resolution kernel in ``params['kernel']`` (``(1, 1, K, K)``), the residual
+    over the interior, ``settings['photo']`` and per-stage ``timings['stages']``."""
+    from .. import __version__
+    from ..api import Solution
+
+    st = settings or PhotoSettings()
+    if kw:
+        st = PhotoSettings(**{**asdict(st), **kw})
+    st.check()
+    t_start = time.perf_counter()
+    meter = StageMeter()
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.ndim == 4:
+        if arr.shape[0] != 1:
+            raise ValueError(f"deblur_photo takes one photo, got a batch of {arr.shape[0]}")
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or not np.isfinite(arr).all():
+        raise ValueError(f"deblur_photo: expected a finite (C, H, W) image, got shape {arr.shape}")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="photo", unit="stage", total=3, leave=False)
+    with meter.stage("prepare"):
+        y01 = np.clip((arr.astype(np.float32) + 1.0) / 2.0, 0.0, 1.0)
+        clipped = clipped_mask(y01, st.clip_level) if st.clip_mask else np.zeros(y01.shape[-2:], bool)
+        work = srgb_to_linear(y01) if st.linear_light else y01
+    with meter.stage("kernel"):
+        est = estimate_kernel(work, st.kernel_size, exclude=clipped if clipped.any() else None,
+                              estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
+                              coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
+                              seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
+                              progress=progress)
+    if bar is not None:
+        bar.update(1)
+    k = est.kernel
+    with meter.stage("restore"):
+        weight = None if not clipped.any() else (~clipped).astype(np.float32)
+        x = deconvolve(work, k, weight=weight, lam=st.tv_weight, iters=st.deconv_iters, tile_pixels=st.tile_pixels)
+        residual = 2.0 * valid_residual_rms(work, x, k, weight)  # on the [-1, 1] scale, like solve()
+    if bar is not None:
+        bar.update(1)
+    with meter.stage("finish"):
+        out01 = linear_to_srgb(x) if st.linear_light else np.clip(x, 0.0, 1.0)
+        image = torch.from_numpy(np.ascontiguousarray(2.0 * out01 - 1.0, dtype=np.float32))[None]
+    if bar is not None:
+        bar.update(1)
+        bar.close()
+    total = time.perf_counter() - t_start
+    photo = asdict(st)
+    photo.update(kernel_size_used=int(k.shape[0]), clipped_fraction=float(clipped.mean()), levels=est.levels)
+    return Solution(
+        image=image,
+        params={"kernel": torch.from_numpy(k.astype(np.float32))[None, None]},
+        residual_rms=torch.tensor([residual]),
+        settings={"preset": f"photo/{st.estimator}" + (f"+{st.preset}" if st.estimator == "blinddps" else ""),
+                  "pipeline": "photo", "photo": photo, "seed": st.seed, "num_samples": st.samples,
+                  "device": "cpu", "amp": False, "padded_to": None,
+                  "config": {"operator": {"mode": "valid", "kernel_size": int(k.shape[0])}},
+                  "versions": {"blinddps": __version__, "torch": torch.__version__}},
+        timings={"total_s": total, "steps": None, "kernel_coarse_s": est.seconds.get("coarse_s"),
+                 "kernel_refine_s": est.seconds.get("refine_s"), "stages": meter.stages,
+                 "peak_rss_mb": meter.peak_rss_mb},
+    )

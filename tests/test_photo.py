@@ -1,0 +1,191 @@
+"""The photo pipeline (issue 20): linear light, clipped pixels, region choice,
+tiled restoration, coarse-to-fine kernels, and the command line on large kernels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from blinddps.cli import main
+from blinddps.evaluation.metrics import mnc
+from blinddps.photo import (clipped_mask, deblur_photo, deconvolve, estimate_kernel, informative_region,
+                            linear_to_srgb, srgb_to_linear)
+from blinddps.photo.deconvolve import tile_grid
+from blinddps.photo.kernel import levels_for, odd, trim_kernel
+from blinddps.photo.pipeline import PhotoSettings, valid_residual_rms
+from blinddps.photo.simulate import simulate_photo
+
+
+def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A piecewise-smooth RGB scene in [0, 1] with edges in every direction."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((3, h, w))
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(40):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, min(h, w) / 5)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        img[:, disk] = rng.uniform(0.05, 0.95, (3, 1))
+    for _ in range(12):
+        t0, l0 = int(rng.integers(0, h - 10)), int(rng.integers(0, w - 10))
+        img[:, t0:t0 + int(rng.integers(4, 30)), l0:l0 + int(rng.integers(4, 30))] = rng.uniform(0, 1, (3, 1, 1))
+    return ndimage.gaussian_filter(img, (0, 0.7, 0.7))
+
+
+def line_kernel(size: int, angle: float, length: float) -> np.ndarray:
+    k = np.zeros((size, size))
+    c = (size - 1) / 2
+    for t in np.linspace(-length / 2, length / 2, 4 * size):
+        y, x = c + t * np.sin(angle), c + t * np.cos(angle) + 0.15 * t * t / size
+        k[int(round(y)), int(round(x))] += 1
+    k = ndimage.gaussian_filter(k, 0.5)
+    return k / k.sum()
+
+
+def test_srgb_round_trip_and_known_values():
+    v = np.linspace(0, 1, 101)
+    assert np.allclose(linear_to_srgb(srgb_to_linear(v)), v, atol=1e-12)
+    assert srgb_to_linear(np.array([0.5]))[0] == pytest.approx(0.21404, abs=1e-5)
+    assert linear_to_srgb(np.array([0.18]))[0] == pytest.approx(0.46135, abs=1e-5)
+
+
+def test_clipped_mask_grows_and_uses_any_channel():
+    y = np.zeros((3, 20, 20))
+    y[1, 10, 10] = 1.0
+    m = clipped_mask(y, 0.98, grow=1)
+    assert m.sum() == 9 and m[9:12, 9:12].all()
+    assert not clipped_mask(y, 0.98, grow=0)[0, 0]
+
+
+def test_informative_region_prefers_texture_and_avoids_excluded():
+    g = np.zeros((200, 300))
+    g[120:190, 200:290] = scene(70, 90)[0]  # texture bottom right
+    t, l, h, w = informative_region(g, 64)
+    assert (h, w) == (64, 64) and t >= 110 and l >= 190
+    ex = np.zeros_like(g, bool)
+    ex[100:200, 180:300] = True  # ... now clipped: another window
+    g[10:80, 10:100] = scene(70, 90, seed=1)[0]
+    t2, l2, _, _ = informative_region(g, 64, ex)
+    assert t2 < 60 and l2 < 60
+    assert informative_region(g, 500) == (0, 0, 200, 300)
+
+
+def test_levels_odd_and_trim():
+    assert odd(4) == 5 and odd(5) == 5 and odd(1) == 3
+    s = levels_for(31 / 75)
+    assert s[0] == pytest.approx(31 / 75) and s[-1] == pytest.approx(1.0)
+    assert all(b / a < 1.42 for a, b in zip(s, s[1:]))
+    assert levels_for(1.0) == [1.0]
+    k = np.zeros((41, 41))
+    k[18:23, 15:26] = 1
+    t = trim_kernel(k)
+    assert t.shape == (15, 15) and t.sum() == pytest.approx(1.0)
+
+
+def test_tiled_restoration_matches_whole_and_restores():
+    rng = np.random.default_rng(1)
+    x = scene(140, 150)
+    k = line_kernel(9, 0.3, 7)
+    y = simulate_photo(x, k, noise=0.005, bits=None, linear_light=False)
+    assert tile_grid(100, 30) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    whole = deconvolve(y, k, iters=60)
+    tiled = deconvolve(y, k, iters=60, tile_pixels=50 * 50)
+    d = np.abs(whole - tiled)
+    assert d[:, 9:-9, 9:-9].max() < 0.03 and d.mean() < 2e-3  # margins of 2 kernel sizes: no seams
+    ref = x[:, 4:-4, 4:-4]
+    err_blur = np.sqrt(np.mean((y - ref) ** 2))
+    err_tv = np.sqrt(np.mean((whole - ref) ** 2))
+    assert err_tv < 0.6 * err_blur
+    assert valid_residual_rms(y, whole, k) < 0.02
+    del rng
+
+
+def test_clipped_pixels_out_of_the_data_term_ring_less():
+    x = scene(120, 120) * 0.5
+    x[:, 50:58, 60:68] = 1.0  # a light source, 8x brighter in linear light than it can record
+    k = line_kernel(15, 0.0, 12)
+    y = simulate_photo(x, k, noise=0.002, gain=4.0, bits=8)
+    lin = srgb_to_linear(y)
+    m = clipped_mask(y)
+    assert m.any()
+    ref = np.clip(srgb_to_linear(x[:, 7:-7, 7:-7]) * 4.0, 0, 1)
+    plain = deconvolve(lin, k, iters=80)
+    masked = deconvolve(lin, k, weight=(~m).astype(np.float32), iters=80)
+    ring = ndimage.binary_dilation(m, iterations=12) & ~m  # around the highlight
+    e_plain = np.sqrt(np.mean((plain[:, ring] - ref[:, ring]) ** 2))
+    e_mask = np.sqrt(np.mean((masked[:, ring] - ref[:, ring]) ** 2))
+    assert e_mask < 0.8 * e_plain
+
+
+def test_l0_kernel_coarse_to_fine_recovers_a_large_kernel():
+    x = scene(260, 260, seed=2)
+    k = line_kernel(41, 0.6, 30)
+    y = simulate_photo(x, k, noise=0.003, bits=8)
+    est = estimate_kernel(srgb_to_linear(y), 41, estimator="l0", coarse_kernel=15, region=200)
+    assert est.kernel.shape == (41, 41) and est.kernel.min() >= 0 and est.kernel.sum() == pytest.approx(1.0)
+    assert [lv["stage"] for lv in est.levels][0] == "l0" and est.levels[-1]["scale"] == 1.0
+    assert len(est.levels) >= 3
+    assert mnc(est.kernel, k) > 0.75
+
+
+def test_deblur_photo_solution_and_errors():
+    x = scene(150, 170, seed=3)
+    k = line_kernel(11, 1.2, 8)
+    y = simulate_photo(x, k, noise=0.005)
+    sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=11, estimator="l0", coarse_kernel=11)
+    assert sol.image.shape == (1, 3) + y.shape[1:] and sol.image.abs().max() <= 1.0
+    assert sol.params["kernel"].shape == (1, 1, 11, 11)
+    assert set(sol.timings["stages"]) == {"prepare", "kernel", "restore", "finish"}
+    assert all(v["peak_rss_mb"] > 0 for v in sol.timings["stages"].values())
+    assert sol.settings["photo"]["estimator"] == "l0" and sol.settings["pipeline"] == "photo"
+    assert float(sol.residual_rms[0]) < 0.05
+    with pytest.raises(ValueError, match="estimator"):
+        deblur_photo(torch.zeros(3, 64, 64), estimator="nope")
+    with pytest.raises(ValueError, match="needs an image"):
+        deblur_photo(torch.zeros(3, 64, 64), kernel_size=61)
+    with pytest.raises(ValueError, match="finite"):
+        deblur_photo(torch.full((3, 64, 64), float("nan")))
+    with pytest.raises(TypeError):
+        PhotoSettings(nonsense=1)
+
+
+def test_blinddps_coarse_estimate_runs_through_solve():
+    x = scene(120, 120, seed=4)
+    k = line_kernel(21, 0.2, 14)
+    y = simulate_photo(x, k, noise=0.005)
+    est = estimate_kernel(y, 21, estimator="blinddps", preset="motion_fast", steps=3, coarse_kernel=15,
+                          coarse_region=64, region=96)
+    assert est.kernel.shape == (21, 21) and est.coarse.shape == (15, 15)
+    assert est.levels[0]["stage"] == "blinddps" and np.isfinite(est.kernel).all()
+
+
+def test_cli_photo_pipeline_large_kernel(tmp_path, capsys):
+    x = scene(200, 230, seed=5)
+    k = line_kernel(41, 2.0, 26)
+    y = simulate_photo(x, k, noise=0.003)
+    src = tmp_path / "shake.png"
+    Image.fromarray((y.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
+    out = tmp_path / "o"
+    argv = ["deblur", str(src), "--out", str(out), "--kernel-size", "41", "--estimator", "l0", "--threads", "1",
+            "--quiet"]
+    assert main(argv) == 0
+    ker = np.load(out / "kernel.npy")
+    assert ker.shape == (41, 41) and ker.sum() == pytest.approx(1.0, abs=1e-5)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["settings"]["pipeline"] == "photo" and s["settings"]["kernel_size"] == [41, 41]
+    assert s["pipeline"]["photo"]["estimator"] == "l0" and "stages" in s["timings"]
+    restored = np.asarray(Image.open(out / "restored.png"))
+    assert restored.shape == (200 - 40, 230 - 40, 3) and restored.dtype == np.uint8
+    capsys.readouterr()
+    assert main(argv) == 0  # resume: skipped
+    assert "skipped" in capsys.readouterr().out
+    other = [a if a != "l0" else "blinddps" for a in argv]
+    rc = main(other)  # other settings: refused, named
+    err = capsys.readouterr().err
+    assert rc != 0 and "estimator" in err and "Traceback" not in err
+    rc = main(["deblur", str(src), "--out", str(tmp_path / "o2"), "--kernel-size", "151", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs an image" in err and "Traceback" not in err
