@@ -80,9 +80,14 @@ def test_cli_writes_the_kernel_at_the_asked_size(tmp_path, capsys):
     assert (tmp_path / "o" / "restored.png").is_file()
     capsys.readouterr()
     assert cli.main(["deblur", str(tmp_path / "in.png"), "--out", str(tmp_path / "p"), "--kernel-size", "33",
-                     "--steps", "2", "--quiet"]) == 2
+                     "--steps", "2", "--quiet", "--pipeline", "direct"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--kernel-size 32 or less" in err[0]
+    # the default pipeline takes a kernel beyond the window to the photo pipeline, which needs 2K px a side
+    assert cli.main(["deblur", str(tmp_path / "in.png"), "--out", str(tmp_path / "q"), "--kernel-size", "33",
+                     "--steps", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs an image of at least 66 px" in err[0]
 
 
 def test_image_window_pads_the_image_not_the_measurement():

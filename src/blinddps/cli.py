@@ -318,18 +318,13 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
                         "auto: photo for images over %d pixels or a --kernel-size beyond the prior's window"
                         % PHOTO_AUTO_PIXELS)
     g.add_argument("--estimator", choices=["blinddps", "l0"], default=None,
-                   help="photo pipeline: the coarse blind estimate (default: %s)" % _photo_default("estimator"))
+                   help="photo pipeline: the coarse blind estimate (default: the one docs/photos.md names as "
+                        "measured best)")
     g.add_argument("--no-linear-light", dest="linear_light", action="store_false",
                    help="photo pipeline: estimate and deconvolve the recorded values (default: in linear light, "
                         "the sRGB curve undone and re-applied)")
     g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
                    help="photo pipeline: keep clipped highlights in the data term (default: left out)")
-
-
-def _photo_default(name: str):
-    from .photo.pipeline import PhotoSettings
-
-    return getattr(PhotoSettings(), name)
 
 
 def photo_settings(args: argparse.Namespace, cfg: dict):
@@ -961,7 +956,8 @@ def restore_settings(cfg: dict, args: argparse.Namespace) -> dict:
     if st is not None:
         from dataclasses import asdict
 
-        out["pipeline"] = {"mode": args.pipeline, "photo": asdict(st)}
+        photo = {k: v for k, v in asdict(st).items() if k not in ("seed", "steps", "samples")}  # compared above
+        out["pipeline"] = {"mode": args.pipeline, "photo": photo}
     return out
 
 
