@@ -247,6 +247,7 @@ _DEBLUR_EXAMPLES = """\
 _TURB_EXAMPLES = """\
   blinddps turbulence face.png --out result/
   blinddps turbulence frames/ --out results/ --device cuda --batch-size 4
+  blinddps turbulence data/face/frames/ --out burst_result/ --burst
 """
 
 
@@ -269,7 +270,7 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
         epilog=_RESTORE_EPILOG.format(extra=extra, cmd=name, examples=_TURB_EXAMPLES if turb else _DEBLUR_EXAMPLES),
         formatter_class=_Formatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*" if turb else "+", metavar="INPUT",
                    help="image files (PNG, JPEG, TIFF, BMP, WebP, .npy) and/or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--preset", default=None,
@@ -294,6 +295,11 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--kernel-model", default=None, metavar="PATH", help="kernel prior weights (replaces the preset's)")
     if turb:
         p.add_argument("--tilt-model", default=None, metavar="PATH", help="tilt prior weights (replaces the preset's)")
+        p.add_argument("--burst", action="store_true",
+                       help="the inputs are frames of one static scene: restore one image from all of them "
+                            "(preset turbulence_burst; OUT gets restored, kernel, tilt.npy per frame; docs/turbulence.md)")
+        p.add_argument("--frames", default=None, metavar="GLOB",
+                       help="the burst's frames as a quoted glob (implies --burst), e.g. 'frames/*.png'")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
                    help="torch CPU threads (default: torch's, capped at the idle cores)")
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision for the networks (CUDA only)")
@@ -378,12 +384,17 @@ examples:
   blinddps simulate sharp.png --out data/ --blur motion --intensity 0.5 --kernel-size 64
   blinddps simulate photos/ --out data/ --blur gaussian --std 3.0 --noise 0.02 --seed 1
   blinddps simulate face.png --out data/ --blur turbulence
+  blinddps simulate face.png --out data/ --turbulence --frames 8
 """,
         formatter_class=_Formatter,
     )
     p.add_argument("inputs", nargs="+", metavar="SHARP", help="sharp image files and/or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--blur", required=True, choices=["motion", "gaussian", "turbulence"], help="kind of degradation")
+    p.add_argument("--blur", default=None, choices=["motion", "gaussian", "turbulence"],
+                   help="kind of degradation (required unless --turbulence)")
+    p.add_argument("--turbulence", action="store_true", help="the same as --blur turbulence")
+    p.add_argument("--frames", type=_positive_int, default=1, metavar="N",
+                   help="turbulence: a burst of N frames of each image, each with its own tilt (OUT/<name>/frames/)")
     p.add_argument("--intensity", type=_float_in(0.0, 1.0), default=0.5,
                    help="motion: trajectory intensity in [0, 1] (0 straight, 1 strongly curved)")
     p.add_argument("--kernel-size", type=_positive_int, default=64, metavar="K", help="kernel size in pixels")
@@ -983,6 +994,12 @@ def _explain_memory(exc: Exception) -> Exception | str:
 
 
 def _cmd_restore(args: argparse.Namespace, task: str) -> int:
+    if task == "turbulence" and (getattr(args, "burst", False) or getattr(args, "frames", None)):
+        from .burst.cli import run_burst  # a burst: all inputs are frames of one scene
+
+        return run_burst(args)
+    if not args.inputs:
+        raise CLIError("give at least one INPUT image or folder")
     out = Path(args.out)
     jobs, single = plan_jobs(args.inputs, out)  # input errors before torch is imported
 
@@ -1274,6 +1291,16 @@ def _simulate_settings_of(summary: dict) -> dict:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if getattr(args, "turbulence", False):
+        if args.blur not in (None, "turbulence"):
+            raise CLIError(f"--turbulence contradicts --blur {args.blur}")
+        args.blur = "turbulence"
+    if args.blur is None:
+        raise CLIError("give --blur motion|gaussian|turbulence (or --turbulence)")
+    if getattr(args, "frames", 1) > 1:
+        from .burst.cli import run_simulate_burst  # a burst of frames per sharp image
+
+        return run_simulate_burst(args)
     out = Path(args.out)
     jobs, _ = plan_jobs(args.inputs, out)
     with output_lock(out):

@@ -404,9 +404,10 @@ def merge(base: dict, overrides: dict) -> dict:
 def operator_classes() -> dict[str, type]:
     """The operators a preset's ``operator: {name: ...}`` may name."""
     from .operators.blur import BlindBlur
+    from .operators.burst import BurstTurbulence
     from .operators.turbulence import Turbulence
 
-    return {"blind_blur": BlindBlur, "turbulence": Turbulence}
+    return {"blind_blur": BlindBlur, "turbulence": Turbulence, "turbulence_burst": BurstTurbulence}
 
 
 def build_operator(spec: dict) -> Any:

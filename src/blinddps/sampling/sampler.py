@@ -168,6 +168,11 @@ def sample(
     n_steps = sched.num_steps
     B, device, dtype = y.shape[0], y.device, y.dtype
     shapes = variable_shapes(operator, y, list(variables))
+    # an operator may split a sample's residual into groups (e.g. the frames of a burst):
+    # the norm loss is then the mean of the groups' norms (a group that fits badly pulls
+    # less), and step sizes see one group's size
+    groups = max(1, int(getattr(operator, "residual_groups", 1) or 1))
+    group_size = y[0].numel() // groups
 
     states = initial_states(variables, shapes, B, generator, device, dtype)
 
@@ -187,7 +192,7 @@ def sample(
             if loss == "squared":
                 total = 0.5 * r.pow(2).sum()
             elif loss_reduction == "sample":
-                total = r.norm(dim=1).sum()
+                total = r.norm(dim=1).sum() if groups == 1 else r.reshape(B, groups, -1).norm(dim=2).mean(1).sum()
             else:
                 total = r.norm()
             for n, v in variables.items():
@@ -204,7 +209,7 @@ def sample(
             s = v.prior.schedule or sched
             proposal = v.prior.propose(out, states[n], idx, noise, method, eta)
             if g is not None:
-                proposal = proposal - v.step(s, idx, proposal, y[0].numel()) * g
+                proposal = proposal - v.step(s, idx, proposal, group_size) * g
             states[n] = proposal.detach()
 
         info = {"i": i, "step": n_steps - 1 - i, "residual": residual, "x0": {n: o.x0.detach() for n, o in outs.items()}}

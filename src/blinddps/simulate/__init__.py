@@ -18,13 +18,14 @@ from .kernels import (
     trajectory_length,
 )
 from .shake import camera_shake_kernels
-from .tilt import tilt_maps
+from .tilt import tilt_maps, turbulence_burst
 
 __all__ = [
     "motion_kernels",
     "camera_shake_kernels",
     "gaussian_kernels",
     "tilt_maps",
+    "turbulence_burst",
     "kernel_centroid",
     "kernel_covariance",
     "kernel_support",

@@ -25,7 +25,7 @@ import torch
 
 from .kernels import GeneratorLike, make_generator
 
-__all__ = ["tilt_maps"]
+__all__ = ["tilt_maps", "turbulence_burst"]
 
 _PATCHES_PER_CHUNK = 4000  # patches per vectorised batch (bounds memory; ~300 MB at 64²)
 
@@ -133,3 +133,38 @@ def tilt_maps(
             maps = canvas.view(c, 2, ph, pw)[:, :, p : p + height, p : p + width]
         out[start : start + c] = maps.clamp(-max_tilt, max_tilt).to(device)
     return out
+
+
+def turbulence_burst(
+    x: torch.Tensor,
+    frames: int,
+    kernel: torch.Tensor,
+    noise: float = 0.02,
+    generator: GeneratorLike = None,
+    max_tilt: float = 2.5,
+    **tilt_options,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A simulated burst of one static scene: ``frames`` independent tilt maps by the
+    paper's recipe (:func:`tilt_maps`, all drawn first from ``generator``), each frame
+    ``k ⋆ T_{φ_f}(x)`` ('same', zero padding) plus N(0, noise²), the noise drawn after
+    the tilts, frame by frame.
+
+    ``x`` (C, H, W) or (1, C, H, W) in [-1, 1]; ``kernel`` (1, 1, kh, kw) shared or
+    (frames, 1, kh, kw). Returns ``(y, tilt)``: (frames, C, H, W) unclipped and
+    (frames, 2, H, W) pixels. For bursts of several lengths of one scene, simulate the
+    longest and take its first n frames (what ``benchmarks/turbulence_burst.py`` does).
+    """
+    from ..operators.blur import conv_same
+    from ..operators.turbulence import tilt_warp
+
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+        raise ValueError(f"frames must be a positive int, got {frames!r}")
+    x = x[None] if x.dim() == 3 else x
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")
+    gen = make_generator(generator)
+    H, W = x.shape[-2:]
+    tilt = tilt_maps(int(frames), H, W, generator=gen, max_tilt=max_tilt, **tilt_options)
+    clean = conv_same(tilt_warp(x.expand(int(frames), -1, -1, -1), tilt.to(x)), kernel.to(x))
+    y = clean + float(noise) * torch.randn(clean.shape, generator=gen, device=gen.device).to(clean)
+    return y, tilt
