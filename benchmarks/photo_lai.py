@@ -77,10 +77,20 @@ def main(argv=None) -> int:
                      "psnr": float(aligned_psnr(x, sharp, max_shift=8, data_range=1.0)[0]),
                      "ssim": float(aligned_ssim(x, sharp, max_shift=8, data_range=1.0)[0]),
                      "mnc": float(mnc(k_est, k_true)) if k_est is not None else None, "seconds": sec}
+                if k_est is not None:
+                    np.save(out / f"{name}_{j}_{tag}_kernel.npy", k_est)
+                    if sol.settings["photo"].get("choice"):
+                        r["choice"] = sol.settings["photo"]["choice"]
+                        for n, c in sol.param_samples.items():
+                            if n.startswith("kernel:"):
+                                np.save(out / f"{name}_{j}_{tag}_kernel_{n.split(':', 1)[1]}.npy", c[0, 0].numpy())
+                        r["candidate_mnc"] = {n.split(":", 1)[1]: float(mnc(c[0, 0].numpy().astype(np.float64), k_true))
+                                              for n, c in sol.param_samples.items() if n.startswith("kernel:")}
                 cache.write_text(json.dumps(r))
                 rows.append(r)
                 print(f"{name} k{j} {tag:>24}: {r['psnr']:6.2f} dB  SSIM {r['ssim']:.3f}  "
-                      f"MNC {r['mnc'] if r['mnc'] is None else round(r['mnc'], 3)}  {sec:6.1f} s", flush=True)
+                      f"MNC {r['mnc'] if r['mnc'] is None else round(r['mnc'], 3)}  {sec:6.1f} s"
+                      + (f"  chose {r['choice']['chosen']} of {r['candidate_mnc']}" if "choice" in r else ""), flush=True)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sizes = sorted({r["ksize"] for r in rows})
     print(f"\nLai et al. 2016 synthetic, {len(names)} images x {len(args.kernels)} kernels; "

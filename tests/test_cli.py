@@ -347,6 +347,8 @@ def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
         torch.manual_seed(0)
         save_model(build_model(cfg), w / name)
     monkeypatch.setattr(ck, "SHIPPED_DIR", w)
+    monkeypatch.setattr(cli, "DEMO_PHOTO_SIZE", 200)  # the photo part's code path, small
+    monkeypatch.setattr(cli, "DEMO_PHOTO_KERNEL", 21)
     rc, out, err = run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)
     assert rc == 0, err
     assert "PSNR blurry" in out and "kernel MNC" in out and "comparison.png" in out
@@ -357,10 +359,13 @@ def test_demo_with_stand_in_priors(tmp_path, capsys, monkeypatch):
         assert Image.open(d / "restored.png").size == (128, 128)
     s = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert s["command"] == "demo" and set(s["metrics"]) == set(cli.DEMO_SAMPLES)
-    assert s["steps"] == 2 and s["num_samples"] == load_preset(cli.DEMO_PRESET)["num_samples"]
+    assert s["photo"]["size"] == [200, 200] and 0 <= s["photo"]["kernel_mnc"] <= 1
+    assert (tmp_path / "demo" / "photo" / "comparison.png").is_file()
+    assert np.load(tmp_path / "demo" / "photo" / "kernel.npy").shape == (21, 21)
+    assert s["steps"] == 2 and s["num_samples"] == load_preset(cli.DEMO_SOLVER_PRESET)["num_samples"]
     # re-running replaces a demo
-    assert run(["demo", "--out", tmp_path / "demo", "--steps", 2, "--samples", 1], capsys)[0] == 0
-    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["num_samples"] == 1
+    assert run(["demo", "--out", tmp_path / "demo", "--steps", 2, "--samples", 2], capsys)[0] == 0
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["num_samples"] == 2
     (tmp_path / "demo" / "summary.json").write_text('{"command": "deblur"}')
     rc, out, err = run(["demo", "--out", tmp_path / "demo", "--steps", 2], capsys)
     assert rc == 2 and "not from an earlier demo" in one_error_line(err)

@@ -41,7 +41,10 @@ SIMULATE_OUTPUTS = (
     "blurry.png", "sharp.png", "kernel.npy", "kernel.png", "tilt.npy", "tilt.png", "comparison.png", "summary.json",
 )
 DEMO_SAMPLES = ("astronaut", "coffee")
-DEMO_PRESET = "motion_deblur"
+DEMO_PRESET = "motion_deblur"  # the default preset of `deblur`
+DEMO_SOLVER_PRESET = "motion_fast"  # the demo's 128x128 part: the fast solver, same quality there (docs/benchmarks.md)
+DEMO_PHOTO_SIZE = 1024  # the demo's photo part: a 1024x1024 (1 MP) photo through the photo pipeline
+DEMO_PHOTO_KERNEL = 51
 
 
 class Terminated(KeyboardInterrupt):
@@ -323,7 +326,7 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
                         "direct: BlindDPS on the whole image (small images, kernel within the prior's window); "
                         "auto: photo for images over %d pixels or a --kernel-size beyond the prior's window"
                         % PHOTO_AUTO_PIXELS)
-    g.add_argument("--estimator", choices=["blinddps", "l0"], default=None,
+    g.add_argument("--estimator", choices=["blinddps", "l0", "both"], default=None,
                    help="photo pipeline: the coarse blind estimate (default: the one docs/photos.md names as "
                         "measured best)")
     g.add_argument("--no-linear-light", dest="linear_light", action="store_false",
@@ -433,7 +436,9 @@ def _add_demo(sub) -> argparse.ArgumentParser:
         description=(
             "Blur two 128x128 crops of scikit-image's sample photos (astronaut, coffee; evaluation only, never "
             "trained on) with a seeded 32x32 motion kernel (intensity 0.5) and noise 0.02, deblur them with the "
-            f"{DEMO_PRESET} preset and its shipped priors, and report PSNR and kernel MNC."
+            f"{DEMO_SOLVER_PRESET} preset and its shipped priors; then a {DEMO_PHOTO_SIZE}x{DEMO_PHOTO_SIZE} "
+            f"photo (astronaut, upscaled) with {DEMO_PHOTO_KERNEL}-px held-out camera shake in linear light, real "
+            "borders, noise 0.01, 8-bit, through the photo pipeline; report PSNR and kernel MNC."
         ),
         epilog="examples:\n  blinddps demo --out demo_out\n  blinddps demo --out demo_out --steps 400 --seed 1\n",
         formatter_class=_Formatter,
@@ -1497,7 +1502,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
 
     t_start = _T0
     _set_threads(args.threads)
-    cfg = load_preset(DEMO_PRESET)
+    cfg = load_preset(DEMO_SOLVER_PRESET)
     _check_shipped(cfg)
     # the demo replaces its own files (`make demo` must run again), but not another command's result
     if (out / "summary.json").is_file() and not args.overwrite and _read_summary(out).get("command") != "demo":
@@ -1515,7 +1520,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     preset_steps, preset_samples = sampling_counts(cfg)
     steps, samples = args.steps or preset_steps, args.samples or preset_samples
     print(f"demo: deblurring {len(DEMO_SAMPLES)} blurred 128x128 photos ({', '.join(DEMO_SAMPLES)}) with the "
-          f"{DEMO_PRESET} preset, {steps} steps, mean of {samples} sample(s) on {device}, "
+          f"{DEMO_SOLVER_PRESET} preset, {steps} steps, mean of {samples} sample(s) on {device}, "
           f"{torch.get_num_threads()} thread(s) ...", flush=True)
     sol = solve(y, preset=cfg, steps=steps, seed=args.seed, device=device, num_samples=samples,
                 progress=_progress_ok(args.quiet))
@@ -1552,9 +1557,11 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
         print(f"  {name:<10} PSNR blurry {m['psnr_blurry']:.2f} dB -> restored {m['psnr_restored']:.2f} dB "
               f"(shift-aligned {m['aligned_psnr_restored']:.2f}); kernel MNC {m['kernel_mnc']:.3f} "
               f"(centred-blob floor {m['kernel_blob_floor_mnc']:.3f})")
+    photo = _demo_photo(out / "photo", args)
     total = time.perf_counter() - t_start
     save_json(out / "summary.json", {
-        "command": "demo", "created": _now(), "preset": DEMO_PRESET, "steps": steps, "num_samples": samples, "seed": args.seed,
+        "photo": photo,
+        "command": "demo", "created": _now(), "preset": DEMO_SOLVER_PRESET, "steps": steps, "num_samples": samples, "seed": args.seed,
         "device": device, "threads": torch.get_num_threads(), "samples": list(DEMO_SAMPLES),
         "degradation": {"kernel": "motion, 32x32, intensity 0.5", "noise": 0.02, "model": "same, zero padding"},
         "metrics": results,
@@ -1563,10 +1570,64 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
         "versions": {**sol.settings.get("versions", {}), **_versions()},
         "config": sol.settings.get("config"),
     })
-    print(f"pictures: {', '.join(str(out / n / 'comparison.png') for n in DEMO_SAMPLES)} "
+    print(f"pictures: {', '.join(str(out / n / 'comparison.png') for n in (*DEMO_SAMPLES, 'photo'))} "
           f"(blurry.png, restored.png, kernel.png beside them)")
     print(f"done in {total:.0f} s including start-up (sampling {sol.timings['sample_s']:.0f} s)")
     return 0
+
+
+def _demo_photo(d: Path, args: argparse.Namespace) -> dict:
+    """The demo's photo part (see the demo's description); returns its metrics."""
+    import numpy as np
+    import skimage.data
+    import torch
+    from skimage.transform import resize
+
+    from . import figures
+    from .evaluation.metrics import aligned_psnr, mnc
+    from .io import atomic_write_bytes, encode_png, save_npy
+    from .photo import deblur_photo
+    from .photo.simulate import simulate_photo
+    from .simulate.shake import camera_shake_kernels
+
+    size, K = DEMO_PHOTO_SIZE, DEMO_PHOTO_KERNEL
+    scene = resize(skimage.data.astronaut().astype(np.float64) / 255.0, (size + K - 1, size + K - 1), order=3,
+                   anti_aliasing=False).clip(0, 1).transpose(2, 0, 1)
+    k = camera_shake_kernels(1, size=K, extent=(0.7, 0.9), generator=torch.Generator().manual_seed(args.seed))[0, 0]
+    k = k.double().numpy()
+    y = simulate_photo(scene, k, noise=0.01, seed=args.seed)
+    m = (K - 1) // 2
+    sharp = scene[:, m:m + size, m:m + size]
+    print(f"demo: a {size}x{size} photo with {K}-px camera shake (held-out family), linear light, real borders, "
+          "8-bit, through the photo pipeline ...", flush=True)
+    sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=K, seed=args.seed, steps=args.steps,
+                       progress=_progress_ok(args.quiet))
+    x = (sol.image[0].numpy().astype(np.float64) + 1) / 2
+    k_est = sol.params["kernel"][0, 0].double()
+    res = {"size": [size, size], "kernel_px": K, "settings": sol.settings["photo"],
+           "psnr_blurry": float(aligned_psnr(y, sharp, max_shift=8, data_range=1.0)[0]),
+           "psnr_restored": float(aligned_psnr(x, sharp, max_shift=8, data_range=1.0)[0]),
+           "kernel_mnc": float(mnc(k_est.numpy(), k)), "timings": sol.timings}
+    to8 = lambda a: (np.clip(a, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    atomic_write_bytes(d / "blurry.png", encode_png(to8(y)))
+    atomic_write_bytes(d / "restored.png", encode_png(to8(x)))
+    save_npy(d / "kernel.npy", k_est.float().numpy())
+    save_npy(d / "kernel_true.npy", k.astype(np.float32))
+    figures.save_kernel_png(d / "kernel.png", k_est.float())
+    figures.save_kernel_png(d / "kernel_true.png", torch.from_numpy(k).float())
+    crop = slice(size // 4, size // 4 + size // 2)
+    figures.save_comparison(d / "comparison.png", [
+        ("blurry (centre)", figures.to_pil(torch.from_numpy(2 * y[:, crop, crop] - 1).float())),
+        ("restored", figures.to_pil(torch.from_numpy(2 * x[:, crop, crop] - 1).float())),
+        ("sharp", figures.to_pil(torch.from_numpy(2 * sharp[:, crop, crop] - 1).float())),
+        ("kernel", figures.kernel_image(k_est.float(), None)[0]),
+        ("true kernel", figures.kernel_image(torch.from_numpy(k).float(), None)[0]),
+    ], title=f"{size}x{size} photo: PSNR {res['psnr_blurry']:.2f} -> {res['psnr_restored']:.2f} dB (shift-aligned), "
+             f"kernel MNC {res['kernel_mnc']:.2f}")
+    print(f"  photo      PSNR blurry {res['psnr_blurry']:.2f} dB -> restored {res['psnr_restored']:.2f} dB "
+          f"(shift-aligned); kernel MNC {res['kernel_mnc']:.3f}; {sol.timings['total_s']:.0f} s, "
+          f"peak {sol.timings['peak_rss_mb']:.0f} MB")
+    return res
 
 
 def _cuda() -> bool:

@@ -66,6 +66,8 @@ class KernelEstimate:
     coarse: np.ndarray
     levels: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    choice: dict[str, Any] | None = None  # estimator 'both': which candidate and why
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)  # estimator 'both': every candidate's kernel
 
 
 def _crop(a: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -96,9 +98,24 @@ def _coarse_blinddps(crop_rgb: np.ndarray, size: int, preset: str | dict, seed: 
     return k / k.sum()
 
 
+def kernel_energy(gray: np.ndarray, k: np.ndarray, lam: float = 2e-3, iters: int = 60,
+                  weight: np.ndarray | None = None) -> float:
+    """How well ``k`` explains ``gray`` (``(H, W)`` in [0, 1]): the TV-regularised
+    objective ``1/2 ||k * x - gray||^2 + lam TV(x)`` per pixel at the TV restoration
+    ``x`` (interior of the 'valid' model). Lower is better; used to choose between
+    candidate kernels of one photo."""
+    from .deconvolve import deconvolve
+    from .pipeline import valid_residual_rms
+
+    x = deconvolve(gray[None], k, weight=weight, lam=lam, iters=iters)
+    r = valid_residual_rms(gray[None], x, k, weight)
+    tv = float(np.mean(np.hypot(np.diff(x[0], axis=1)[:-1], np.diff(x[0], axis=0)[:, :-1])))
+    return 0.5 * r * r + lam * tv
+
+
 def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude: np.ndarray | None = None,
                     estimator: str = "blinddps", preset: str | dict = "motion_fast", coarse_kernel: int = 31,
-                    coarse_region: int = 160, region: int = 384, refine_iters: int = 4, lambda_grad: float = 4e-3,
+                    coarse_region: int = 160, region: int = 1024, refine_iters: int = 4, lambda_grad: float = 4e-3,
                     gamma: float = 2.0, k_thresh: float = 20.0, seed: int = 0, steps: int | None = None,
                     samples: int | None = None, overrides: dict | None = None, progress: bool = False,
                     on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
@@ -107,9 +124,15 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     up); ``None`` guesses a generous size (a tenth of the longer side, 15..151) and
     trims it to the coarse estimate's support. ``exclude``: ``(H, W)`` bool of pixels
     that must not inform the estimate (clipped). ``estimator``: ``'blinddps'`` (with
-    ``preset``, ``steps``, ``samples``, ``seed``, preset ``overrides``) or ``'l0'``."""
-    if estimator not in ("blinddps", "l0"):
-        raise ValueError(f"estimator must be 'blinddps' or 'l0', got {estimator!r}")
+    ``preset``, ``steps``, ``samples``, ``seed``, preset ``overrides``), ``'l0'``, or
+    ``'both'`` (each refined; the lower :func:`kernel_energy` wins)."""
+    if estimator not in ("blinddps", "l0", "both"):
+        raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {estimator!r}")
+    if estimator == "both":
+        return _estimate_both(y01, kernel_size, exclude=exclude, preset=preset, coarse_kernel=coarse_kernel,
+                              coarse_region=coarse_region, region=region, refine_iters=refine_iters,
+                              lambda_grad=lambda_grad, gamma=gamma, k_thresh=k_thresh, seed=seed, steps=steps,
+                              samples=samples, overrides=overrides, progress=progress, on_level=on_level)
     y01 = np.asarray(y01, dtype=np.float64)
     rgb = y01 if y01.ndim == 3 else y01[None]
     H, W = rgb.shape[-2:]
@@ -172,3 +195,26 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = np.where(k < k.max() / k_thresh, 0.0, k)
     timings["refine_s"] = time.perf_counter() - t1
     return KernelEstimate(kernel=k / k.sum(), coarse=coarse, levels=levels, seconds=timings)
+
+
+def _estimate_both(y01: np.ndarray, kernel_size: int | None, **kw: Any) -> KernelEstimate:
+    """Both coarse estimators, each refined; the kernel with the lower
+    :func:`kernel_energy` on the finest level's window wins."""
+    cands = {name: estimate_kernel(y01, kernel_size, estimator=name, **kw) for name in ("l0", "blinddps")}
+    t0 = time.perf_counter()
+    rgb = np.asarray(y01, dtype=np.float64)
+    gray = rgb_to_luma(rgb) if rgb.ndim == 3 and rgb.shape[0] == 3 else (rgb[0] if rgb.ndim == 3 else rgb)
+    exclude = kw.get("exclude")
+    energies = {}
+    for name, est in cands.items():
+        box = tuple(est.levels[-1]["region"])
+        w = None if exclude is None else (~_crop(exclude, box)).astype(np.float32)
+        energies[name] = kernel_energy(_crop(gray, box), est.kernel, weight=w)
+    best = min(energies, key=energies.get)
+    out = cands[best]
+    out.levels = [dict(lv, candidate=name) for name, est in cands.items() for lv in est.levels]
+    out.seconds = {k: sum(e.seconds.get(k, 0.0) for e in cands.values()) for k in ("coarse_s", "refine_s")}
+    out.seconds["select_s"] = time.perf_counter() - t0
+    out.choice = {"chosen": best, "energies": energies}
+    out.candidates = {name: est.kernel for name, est in cands.items()}
+    return out

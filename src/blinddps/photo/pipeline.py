@@ -43,7 +43,7 @@ class PhotoSettings:
     samples: int | None = None            # its posterior samples (None: the preset's)
     coarse_kernel: int = 31               # kernel px at the coarse scale (fits the 32-px prior window)
     coarse_region: int = 160              # side of the coarse estimate's window, coarse px
-    region: int = 384                     # side of each refinement level's window
+    region: int = 1024                    # side of each refinement level's window (and of the L0 coarse estimate)
     refine_iters: int = 4                 # alternations per refinement level
     linear_light: bool = True             # undo sRGB before estimating / deconvolving
     clip_mask: bool = True                # leave clipped pixels out of the data terms
@@ -55,8 +55,8 @@ class PhotoSettings:
     overrides: dict[str, Any] = field(default_factory=dict)  # preset overrides of the coarse estimate
 
     def check(self) -> None:
-        if self.estimator not in ("blinddps", "l0"):
-            raise ValueError(f"estimator must be 'blinddps' or 'l0', got {self.estimator!r}")
+        if self.estimator not in ("blinddps", "l0", "both"):
+            raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {self.estimator!r}")
         if self.kernel_size is not None and self.kernel_size < 3:
             raise ValueError(f"kernel_size must be at least 3, got {self.kernel_size}")
         for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
@@ -92,7 +92,8 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
     recorded). ``settings`` or keyword overrides of :class:`PhotoSettings`. Returns a
     :class:`blinddps.api.Solution` with the image on [-1, 1] (``(1, C, H, W)``), the
     full-resolution kernel in ``params['kernel']`` (``(1, 1, K, K)``), the residual
-    over the interior, ``settings['photo']`` and per-stage ``timings['stages']``."""
+    over the interior, ``settings['photo']`` and per-stage ``timings['stages']``; with
+    ``estimator='both'`` every candidate kernel in ``param_samples['kernel:<name>']``."""
     from .. import __version__
     from ..api import Solution
 
@@ -143,12 +144,15 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         bar.close()
     total = time.perf_counter() - t_start
     photo = asdict(st)
-    photo.update(kernel_size_used=int(k.shape[0]), clipped_fraction=float(clipped.mean()), levels=est.levels)
+    photo.update(kernel_size_used=int(k.shape[0]), clipped_fraction=float(clipped.mean()), levels=est.levels,
+                 choice=est.choice)
     return Solution(
         image=image,
         params={"kernel": torch.from_numpy(k.astype(np.float32))[None, None]},
         residual_rms=torch.tensor([residual]),
-        settings={"preset": f"photo/{st.estimator}" + (f"+{st.preset}" if st.estimator == "blinddps" else ""),
+        param_samples={f"kernel:{name}": torch.from_numpy(c.astype(np.float32))[None, None]
+                       for name, c in est.candidates.items()},
+        settings={"preset": f"photo/{st.estimator}" + (f"+{st.preset}" if st.estimator != "l0" else ""),
                   "pipeline": "photo", "photo": photo, "seed": st.seed, "num_samples": st.samples,
                   "device": "cpu", "amp": False, "padded_to": None,
                   "config": {"operator": {"mode": "valid", "kernel_size": int(k.shape[0])}},
