@@ -25,13 +25,16 @@ def linear_to_srgb(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1.0 / 2.4) - 0.055).astype(v.dtype, copy=False)
 
 
-def clipped_mask(y01: np.ndarray, level: float = 0.98, grow: int = 1) -> np.ndarray:
-    """``(H, W)`` bool: pixels where any channel of ``y01`` (``(C, H, W)`` or ``(H, W)``
-    in [0, 1], as recorded) reaches ``level``, grown by ``grow`` pixels (the
-    demosaicing and JPEG neighbourhood of a clipped pixel is unreliable too)."""
+def clipped_mask(y01: np.ndarray, level: float = 0.98, grow: int = 1, per_channel: bool = False) -> np.ndarray:
+    """Bool mask of clipped pixels of ``y01`` (``(C, H, W)`` or ``(H, W)`` in [0, 1], as
+    recorded): values reaching ``level``, grown by ``grow`` pixels (the demosaicing and
+    JPEG neighbourhood of a clipped pixel is unreliable too). ``(H, W)``: clipped in any
+    channel (for the luminance); ``per_channel=True``: ``(C, H, W)``, each channel's own
+    (a sky clipped in blue still measures red and green)."""
     m = np.asarray(y01) >= level
-    if m.ndim == 3:
+    if m.ndim == 3 and not per_channel:
         m = m.any(axis=0)
     if grow > 0 and m.any():
-        m = ndimage.binary_dilation(m, structure=np.ones((3, 3), bool), iterations=int(grow))
+        st = np.ones((3, 3), bool) if m.ndim == 2 else np.ones((1, 3, 3), bool)
+        m = ndimage.binary_dilation(m, structure=st, iterations=int(grow))
     return m

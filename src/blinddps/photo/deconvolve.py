@@ -41,8 +41,8 @@ def deconvolve(y: np.ndarray, k: np.ndarray, *, weight: np.ndarray | None = None
     """Restore ``y`` (``(C, H, W)``, any scale; the TV weight ``lam`` is for [-1, 1]
     data and scales with the data's range) blurred by ``k`` (``(kh, kw)``, the
     project's correlation convention, 'valid' model: the scene continues past the
-    frame). ``weight`` (``(H, W)`` in [0, 1]): each pixel's data weight (0 for clipped
-    pixels). ``lam=None``: from the noise level (:func:`tv_weight`). Tiles of at
+    frame). ``weight`` (``(H, W)`` or per channel ``(C, H, W)``, in [0, 1]): each
+    pixel's data weight (0 for clipped pixels). ``lam=None``: from the noise level (:func:`tv_weight`). Tiles of at
     most ``tile_pixels`` core pixels; ``progress(n)`` is called after each channel of
     each tile. Returns float32 ``(C, H, W)``."""
     y = np.asarray(y, dtype=np.float32)
@@ -53,6 +53,10 @@ def deconvolve(y: np.ndarray, k: np.ndarray, *, weight: np.ndarray | None = None
     k = k / k.sum()
     lo, hi = float(y.min()), float(y.max())
     span = max(hi - lo, 1e-6)
+    if weight is not None:
+        weight = np.asarray(weight)
+        if weight.shape not in ((H, W), (C, H, W)):
+            raise ValueError(f"deconvolve: weight must be (H, W) or (C, H, W), got {weight.shape}")
     if lam is None:
         lam = tv_weight(2.0 * (y - lo) / span - 1.0) * span / 2.0
     lam = float(lam)
@@ -64,8 +68,8 @@ def deconvolve(y: np.ndarray, k: np.ndarray, *, weight: np.ndarray | None = None
         for c0, c1 in tile_grid(W, side):
             a0, a1 = max(0, r0 - margin), min(H, r1 + margin)
             b0, b1 = max(0, c0 - margin), min(W, c1 + margin)
-            wt = None if weight is None else weight[a0:a1, b0:b1]
             for c in range(C):
+                wt = None if weight is None else (weight[c] if weight.ndim == 3 else weight)[a0:a1, b0:b1]
                 x = tv_deconvolve_channels(y[c:c + 1, a0:a1, b0:b1], k, lam, iters, rho, rho_tv,
                                            weight=wt, dtype=np.float32)
                 out[c, r0:r1, c0:c1] = x[0, r0 - a0:r1 - a0, c0 - b0:c1 - b0]

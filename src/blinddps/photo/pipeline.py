@@ -74,15 +74,17 @@ def _blur_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.ndarray | None = None) -> float:
     """RMS of ``y - k * x`` over the interior where the 'valid' blur of the restored
-    frame is defined (``(C, H, W)``, ``y``'s scale), weighted by ``weight``."""
+    frame is defined (``(C, H, W)``, ``y``'s scale), weighted by ``weight`` (``(H, W)`` or
+    ``(C, H, W)``)."""
     kh, kw = k.shape
     py, px = (kh - 1) // 2, (kw - 1) // 2
     H, W = y.shape[-2:]
     if H < kh or W < kw:
         return float("nan")
     r = y[:, py:py + H - kh + 1, px:px + W - kw + 1] - _blur_valid(x, k)
-    w = np.ones(r.shape[-2:]) if weight is None else weight[py:py + H - kh + 1, px:px + W - kw + 1]
-    den = float(w.sum()) * r.shape[0]
+    w = np.ones(r.shape[-2:]) if weight is None else weight[..., py:py + H - kh + 1, px:px + W - kw + 1]
+    w = np.broadcast_to(w, r.shape)
+    den = float(w.sum())
     return float(np.sqrt((r * r * w).sum() / den)) if den > 0 else float("nan")
 
 
@@ -119,7 +121,8 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         bar = tqdm(desc="photo", unit="stage", total=3, leave=False)
     with meter.stage("prepare"):
         y01 = np.clip((arr.astype(np.float32) + 1.0) / 2.0, 0.0, 1.0)
-        clipped = clipped_mask(y01, st.clip_level) if st.clip_mask else np.zeros(y01.shape[-2:], bool)
+        clipped_c = clipped_mask(y01, st.clip_level, per_channel=True) if st.clip_mask else np.zeros(y01.shape, bool)
+        clipped = clipped_c.any(axis=0)  # the luminance's: any channel
         work = srgb_to_linear(y01) if st.linear_light else y01
     with meter.stage("kernel"):
         est = estimate_kernel(work, st.kernel_size, exclude=clipped if clipped.any() else None,
@@ -131,7 +134,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         bar.update(1)
     k = est.kernel
     with meter.stage("restore"):
-        weight = None if not clipped.any() else (~clipped).astype(np.float32)
+        weight = None if not clipped.any() else (~clipped_c).astype(np.float32)  # each channel its own
         x = deconvolve(work, k, weight=weight, lam=st.tv_weight, iters=st.deconv_iters, tile_pixels=st.tile_pixels)
         residual = 2.0 * valid_residual_rms(work, x, k, weight)  # on the [-1, 1] scale, like solve()
     if bar is not None:
@@ -144,7 +147,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         bar.close()
     total = time.perf_counter() - t_start
     photo = asdict(st)
-    photo.update(kernel_size_used=int(k.shape[0]), clipped_fraction=float(clipped.mean()), levels=est.levels,
+    photo.update(kernel_size_used=int(k.shape[0]), clipped_fraction=float(clipped_c.mean()), levels=est.levels,
                  choice=est.choice)
     return Solution(
         image=image,
