@@ -122,17 +122,28 @@ def l0_restoration(im: np.ndarray, k: np.ndarray, lam: float, kappa: float = 2.0
 # --------------------------------------------------------------------------- kernel
 def estimate_psf(bx: np.ndarray, by: np.ndarray, lx: np.ndarray, ly: np.ndarray,
                  weight: float, ksize: tuple[int, int], cg_iters: int = 20,
-                 tol: float = 1e-5) -> np.ndarray:
+                 tol: float = 1e-5, mask: np.ndarray | None = None) -> np.ndarray:
     """``argmin_k ||lx (x) k - bx||^2 + ||ly (x) k - by||^2 + weight ||k||^2`` on a
     ``ksize`` support (conjugate gradients, FFT products, circular), then entries
-    below 5 % of the maximum zeroed and the kernel normalised."""
+    below 5 % of the maximum zeroed and the kernel normalised. ``mask`` (bx's shape,
+    0/1) restricts both data terms to its pixels (clipped highlights left out); each
+    product then costs two FFT pairs instead of one."""
     shape = bx.shape
     LX, LY = rfft2(lx), rfft2(ly)
-    b = extract_kernel(irfft2(np.conj(LX) * rfft2(bx) + np.conj(LY) * rfft2(by), shape), ksize)
-    M = np.abs(LX) ** 2 + np.abs(LY) ** 2
+    if mask is None:
+        b = extract_kernel(irfft2(np.conj(LX) * rfft2(bx) + np.conj(LY) * rfft2(by), shape), ksize)
+        M = np.abs(LX) ** 2 + np.abs(LY) ** 2
 
-    def A(kk):
-        return extract_kernel(irfft2(M * rfft2(embed_kernel(kk, shape)), shape), ksize) + weight * kk
+        def A(kk):
+            return extract_kernel(irfft2(M * rfft2(embed_kernel(kk, shape)), shape), ksize) + weight * kk
+    else:
+        b = extract_kernel(irfft2(np.conj(LX) * rfft2(mask * bx) + np.conj(LY) * rfft2(mask * by), shape), ksize)
+
+        def A(kk):
+            Kf = rfft2(embed_kernel(kk, shape))
+            rx = mask * irfft2(LX * Kf, shape)
+            ry = mask * irfft2(LY * Kf, shape)
+            return extract_kernel(irfft2(np.conj(LX) * rfft2(rx) + np.conj(LY) * rfft2(ry), shape), ksize) + weight * kk
 
     x = np.full(ksize, 1.0 / (ksize[0] * ksize[1]))
     r = b - A(x)
@@ -253,14 +264,21 @@ def _grads_valid(x: np.ndarray):
 
 
 def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: float,
-                    xk_iter: int, gamma: float):
+                    xk_iter: int, gamma: float, exclude: np.ndarray | None = None):
     """One pyramid level of the alternation on a ``(H, W)`` image in [0, 1]: ``xk_iter``
     times (latent image by the L0 solver, kernel by :func:`estimate_psf` + pruning),
-    the lambdas divided by 1.1 each time. Returns ``(k, lam_pix, lam_grad, latent)``."""
+    the lambdas divided by 1.1 each time. ``exclude`` (bool ``(H, W)``): clipped pixels;
+    they and every pixel within the kernel's reach of them are left out of the
+    kernel's data term. Returns ``(k, lam_pix, lam_grad, latent)``."""
     H, W = B.shape
     kh, kw = k.shape
     Bw = wrap_pad(B, (fft_size(H + kh - 1), fft_size(W + kw - 1)))
     bx, by = _grads_valid(B)
+    mask = None
+    if exclude is not None and exclude.any():
+        # a pixel within the kernel's reach of a clipped one sees light the latent (in [0, 1]) cannot hold
+        ok = ~ndimage.maximum_filter(exclude, size=(kh, kw))
+        mask = (ok[:-1, 1:] & ok[:-1, :-1] & ok[1:, :-1]).astype(B.dtype)  # every pixel of both differences
     S = B
     for _ in range(xk_iter):
         if lam_pix > 0:
@@ -269,7 +287,7 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
             S = l0_restoration(Bw, k, lam_grad)
         S = np.clip(S[:H, :W], 0.0, 1.0)
         lx, ly = _grads_valid(S)
-        k = _prune(estimate_psf(bx, by, lx, ly, gamma, k.shape))
+        k = _prune(estimate_psf(bx, by, lx, ly, gamma, k.shape, mask=mask))
         lam_pix = max(lam_pix / 1.1, 1e-4) if lam_pix > 0 else 0.0
         lam_grad = max(lam_grad / 1.1, 1e-4) if lam_grad > 0 else 0.0
     return k, lam_pix, lam_grad, S
@@ -277,10 +295,11 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
 
 def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float = 4e-3,
                        lambda_grad: float = 4e-3, xk_iter: int = 5, gamma: float = 2.0,
-                       k_thresh: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+                       k_thresh: float = 20.0, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Coarse-to-fine kernel estimation on a ``(H, W)`` image in [0, 1].
     Returns ``(kernel, latent)``; the kernel has odd size ``kernel_size`` (or
-    ``kernel_size + 1`` when even) in the project's correlation convention."""
+    ``kernel_size + 1`` when even) in the project's correlation convention.
+    ``exclude`` (bool ``(H, W)``): pixels left out of the kernel's data term."""
     ks_full = kernel_size + (1 - kernel_size % 2)
     ret = math.sqrt(0.5)
     maxitr = max(int(math.floor(math.log(5.0 / ks_full) / math.log(ret))), 0)
@@ -297,7 +316,8 @@ def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float =
         else:
             k = resize_kernel(k, 1.0 / ret, klist[s], klist[s])
         ys = downsample(gray, retv[s])
-        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma)
+        ex = None if exclude is None else downsample(exclude.astype(np.float64), retv[s]) > 0.01
+        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma, ex)
         k = centre_kernel(k)
         k = np.maximum(k, 0.0)
         k = k / k.sum()

@@ -11,7 +11,8 @@
    on that level's most informative window of at most
    ``region`` pixels a side by ``refine_iters`` alternations of an L0-gradient latent
    image and a least-squares kernel on gradients, thresholded, pruned to its main
-   connected components and re-centred (:func:`blinddps.baselines.l0_blind.alternate_level`).
+   connected components and re-centred (:func:`blinddps.baselines.l0_blind.alternate_level`);
+   clipped pixels are left out of the kernel's data term.
 
 Everything here works on the luminance, in whatever light the caller gives (linear
 light for camera data, :mod:`.pipeline`).
@@ -159,7 +160,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = _coarse_blinddps(crop, k0, preset, seed, steps, samples, progress, overrides)
     else:
         k, _ = estimate_kernel_l0(_crop(g0, box), k0, lambda_pixel=0.0, lambda_grad=lambda_grad,
-                                  gamma=gamma, k_thresh=0.0)
+                                  gamma=gamma, k_thresh=0.0, exclude=None if ex0 is None else _crop(ex0, box))
     k = centre_kernel(np.maximum(k, 0.0))
     k = k / k.sum()
     if auto:
@@ -182,7 +183,8 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         ex = None if exclude is None else (downsample(exclude.astype(np.float64), s) > 0.01 if s < 1 else exclude)
         k = resize_kernel(k, s / prev, ks, ks)
         box = informative_region(g, max(region, 3 * ks), ex)
-        k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma)
+        k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma,
+                                       None if ex is None else _crop(ex, box))
         k = centre_kernel(np.maximum(k, 0.0))
         k = k / k.sum()
         prev = s

@@ -3,9 +3,10 @@
 ``deblur_photo`` takes the photo as recorded (``(C, H, W)`` on [-1, 1], sRGB-encoded
 values), and
 
-1. undoes the sRGB curve (``linear_light``) and marks clipped pixels (``clip_mask``);
+1. marks clipped pixels (``clip_mask``) and undoes the sRGB curve (``linear_light``)
+   for the restoration;
 2. estimates the kernel (:func:`blinddps.photo.kernel.estimate_kernel`) on the
-   unclipped luminance;
+   unclipped luminance of the recorded values (``estimate_linear``: in linear light);
 3. restores every channel at full resolution with that kernel
    (:func:`blinddps.photo.deconvolve.deconvolve`), clipped pixels out of the data term;
 4. re-applies the sRGB curve.
@@ -45,7 +46,8 @@ class PhotoSettings:
     coarse_region: int = 160              # side of the coarse estimate's window, coarse px
     region: int = 1024                    # side of each refinement level's window (and of the L0 coarse estimate)
     refine_iters: int = 4                 # alternations per refinement level
-    linear_light: bool = True             # undo sRGB before estimating / deconvolving
+    linear_light: bool = True             # undo sRGB before deconvolving (re-applied on output)
+    estimate_linear: bool = False         # ... and before estimating the kernel too (measured worse: docs/photos.md)
     clip_mask: bool = True                # leave clipped pixels out of the data terms
     clip_level: float = 0.98              # recorded value counted as clipped ([0, 1])
     tv_weight: float | None = None        # full-resolution TV weight (None: from the noise)
@@ -124,8 +126,11 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         clipped_c = clipped_mask(y01, st.clip_level, per_channel=True) if st.clip_mask else np.zeros(y01.shape, bool)
         clipped = clipped_c.any(axis=0)  # the luminance's: any channel
         work = srgb_to_linear(y01) if st.linear_light else y01
+        # the kernel from the recorded values: L0's weights are for sRGB-like contrast; in linear light the
+        # shadows' gradients shrink under the noise (0.29 vs 0.78 MNC on a held-out 65-px shake, docs/photos.md)
+        est_in = work if (st.linear_light and st.estimate_linear) else y01
     with meter.stage("kernel"):
-        est = estimate_kernel(work, st.kernel_size, exclude=clipped if clipped.any() else None,
+        est = estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() else None,
                               estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
                               coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
                               seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
