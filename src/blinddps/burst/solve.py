@@ -24,7 +24,7 @@ from ..operators.burst import BurstTurbulence
 from ..presets import (PresetError, build_operator, build_variables, check_override_keys, load_preset, merge,
                        sampling_counts, validate_preset)
 from ..priors import DiffusionPrior, FlatPrior
-from ..sampling import IMAGE, sample
+from ..sampling import IMAGE, proximal_options, sample, sample_proximal
 from .frames import FramePrior, FrameTransform
 
 __all__ = ["solve_burst", "as_burst", "DEFAULT_PRESET"]
@@ -141,10 +141,18 @@ def solve_burst(
     fixed_rep = {k: (v.repeat_interleave(S, 0) if v.shape[0] == B and B > 1 else v) for k, v in fixed_rep.items()}
     for k in fixed_rep:
         variables.pop(k, None)
-    result = sample(operator, y_rep, variables, fixed=fixed_rep, method=cfg.get("method", "ddpm"),
-                    eta=float(cfg.get("eta", 1.0)), loss_reduction=cfg.get("loss_reduction", "sample"),
-                    loss=cfg.get("loss", "norm"), result=cfg.get("result", "x0"), generator=generators,
-                    callback=callback, progress=progress)
+    solver = cfg.get("solver", "dps")
+    if solver == "proximal":  # the fast solver (docs/algorithm.md): no gradient through the image network
+        result = sample_proximal(operator, y_rep, variables, fixed=fixed_rep,
+                                 **proximal_options(cfg.get("proximal")), generator=generators, callback=callback,
+                                 progress=progress)
+    elif solver == "dps":
+        result = sample(operator, y_rep, variables, fixed=fixed_rep, method=cfg.get("method", "ddpm"),
+                        eta=float(cfg.get("eta", 1.0)), loss_reduction=cfg.get("loss_reduction", "sample"),
+                        loss=cfg.get("loss", "norm"), result=cfg.get("result", "x0"), generator=generators,
+                        callback=callback, progress=progress)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; choose 'dps' or 'proximal'")
 
     img = result.estimates[IMAGE][..., :H, :W]
     if img.shape[1] != C:

@@ -261,6 +261,58 @@ class BurstTurbulence(Operator):
             return kernel_least_squares(zz, y.reshape(B, N * C, H, W), self.kernel_size, self.mode)
         raise ValueError(f"{type(self).__name__} offers no data estimate for {name!r}")
 
+    def proximal(self, name: str, value: torch.Tensor, y: torch.Tensor, params: dict,
+                 rho: float | torch.Tensor, iters: int = 8) -> torch.Tensor:
+        """A data-consistency step for the proximal sampler, in physical units.
+
+        ``image``: the minimiser of ½·mean_f‖y_f − k⋆T_f(x)‖² + ½ρ‖x − value‖² by
+        ``iters`` conjugate-gradient steps from ``value`` with the exact burst model and
+        adjoint, preconditioned by (mean_f|K̂_f|² + ρ)⁻¹ (the circulant model without the
+        tilts). The mean over frames keeps a λ tuned on one frame for any N (with the
+        sum, 8 frames at the one-frame λ measured 1.1 dB worse: the few CG steps do not
+        converge at the 8× weaker relative ρ).
+        ``kernel``: least squares on the frames' and the warped image's differences,
+        all frames together (or per frame), warm-started at ``value``, pulled to it by
+        ρ, recentred. ``tilt``: :func:`register_tilts` from ``value``."""
+        from .blur import _conjugate_gradients, _per_sample, gradient_pair, kernel_least_squares_cached, \
+            recentre_kernel
+
+        B, N, C, H, W = y.shape
+        kernel = params["kernel"].expand(B, *params["kernel"].shape[1:]) if "kernel" in params else value
+        tilt = params["tilt"].expand(B, *params["tilt"].shape[1:]) if "tilt" in params else value
+        if name == "image":
+            rho = _per_sample(rho, value)
+            kf = self._frame_kernels(kernel, B)
+            kk = kf.view(B, N, 1, *kf.shape[-2:]) if kf.shape[0] == B * N else kf.view(-1, 1, 1, *kf.shape[-2:])
+            Kh = torch.fft.rfft2(kk, s=(H, W)).abs().pow(2).sum(1)  # (B|1, 1, H, W//2+1): Σ_f |K̂_f|²
+            if kk.shape[1] != 1:  # per-frame kernels: their mean
+                Kh = Kh / N
+            denom = Kh + rho
+
+            def precond(r: torch.Tensor) -> torch.Tensor:
+                return torch.fft.irfft2(torch.fft.rfft2(r) / denom, s=(H, W))
+
+            def normal(u: torch.Tensor) -> torch.Tensor:
+                return self.adjoint(self.forward(u, kernel=kernel, tilt=tilt), kernel=kernel, tilt=tilt) / N + rho * u
+
+            rhs = self.adjoint(y, kernel=kernel, tilt=tilt) / N + rho * value
+            return _conjugate_gradients(normal, rhs, value.detach(), iters, precond)
+        if name == "kernel":
+            x = params["image"]
+            z = tilt_warp(x.repeat_interleave(N, 0), tilt.reshape(B * N, 2, H, W))
+            if self.per_frame_kernel:
+                xg, yg = gradient_pair(z, y.reshape(B * N, C, H, W), self.mode, self.kernel_size)
+                k = kernel_least_squares_cached(xg, yg, self.kernel_size, "valid", iters=iters,
+                                                init=value.reshape(B * N, 1, *self.kernel_size),
+                                                rho=_per_sample(rho, value).repeat_interleave(N, 0))
+                return recentre_kernel(k).view(B, N, 1, *self.kernel_size)
+            xg, yg = gradient_pair(z.reshape(B, N * C, H, W), y.reshape(B, N * C, H, W), self.mode, self.kernel_size)
+            k = kernel_least_squares_cached(xg, yg, self.kernel_size, "valid", iters=iters, init=value, rho=rho)
+            return recentre_kernel(k)
+        if name == "tilt":
+            return self.register_frames(y, params["image"], kernel, value)
+        raise ValueError(f"{type(self).__name__} has no proximal step for {name!r}")
+
     def register_frames(self, y: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
                         tilt: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, 2, H, W) tilts registering frames ``y`` (B, N, C, H, W) to image ``x``

@@ -9,7 +9,9 @@ Per step, for every sampled variable v with prior p_v:
 4. x_{t-1}^v = x'_v − ζ_v(t) ∇_{x_t^v} loss, the gradient taken through every network.
 
 The sampler knows the operator only through ``forward(x, **params)``, its unknowns'
-shapes and an optional ``estimate`` hook: nothing here is about kernels.
+shapes and the optional ``estimate`` hook and ``residual_groups`` attribute (G > 1: a
+sample's residual is G equal parts, e.g. the frames of a burst, and the norm loss is
+the mean of their norms): nothing here is about kernels or frames.
 """
 from __future__ import annotations
 
