@@ -81,17 +81,19 @@ def main(argv=None) -> int:
                 continue
             t0 = time.perf_counter()
             if est == "blurry":
-                xe, k_est, peak = y, None, None
+                xe, k_est, peak, cands = y, None, None, {}
             else:
                 sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=args.size,
                                    seed=args.seed)
                 xe = (sol.image[0].numpy().astype(np.float64) + 1) / 2
                 k_est = sol.params["kernel"][0, 0].numpy().astype(np.float64)
                 peak = sol.timings["peak_rss_mb"]
+                cands = {n.split(":", 1)[1]: float(mnc(c[0, 0].numpy().astype(np.float64), k))
+                         for n, c in sol.param_samples.items() if n.startswith("kernel:")}
             r = {"image": name, "method": est, "megapixels": mp,
                  "psnr": float(aligned_psnr(xe, ref, max_shift=8, data_range=1.0)[0]),
                  "mnc": None if k_est is None else float(mnc(k_est, k)),
-                 "seconds": time.perf_counter() - t0, "peak_rss_mb": peak}
+                 "seconds": time.perf_counter() - t0, "peak_rss_mb": peak, "candidate_mnc": cands}
             cache.write_text(json.dumps(r))
             rows.append(r)
             print(f"{name} {mp:.2f} MP {est:>9}: {r['psnr']:6.2f} dB  MNC {r['mnc']}  {r['seconds']:.1f} s", flush=True)
