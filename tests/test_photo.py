@@ -189,3 +189,15 @@ def test_cli_photo_pipeline_large_kernel(tmp_path, capsys):
     rc = main(["deblur", str(src), "--out", str(tmp_path / "o2"), "--kernel-size", "151", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "needs an image" in err and "Traceback" not in err
+
+
+def test_harness_runs_the_photo_pipeline(tmp_path):
+    from blinddps.evaluation import runner as R
+
+    res = R.evaluate(images="astronaut", degradation="motion", size=96, kernel_size=9, noise=0.01,
+                     methods=["blurry", "photo"], seed=1, out_dir=tmp_path / "ev", progress=False,
+                     method_options={"photo": {"estimator": "l0", "coarse_kernel": 9}})
+    row = next(r for r in res.rows if r["method"] == "photo")
+    assert 0 < float(row["kernel_mnc"]) <= 1
+    blurry = next(r for r in res.rows if r["method"] == "blurry")
+    assert float(row["psnr_aligned"]) > float(blurry["psnr_aligned"])

@@ -16,7 +16,10 @@ Methods (:data:`METHODS`):
   (for turbulence they ignore the tilt);
 * ``l0_blind``: blind L0 intensity+gradient deblurring (Pan et al.);
 * ``dps_true``: non-blind DPS, ``solve(y, preset, fixed={kernel (, tilt)})``;
-* ``blinddps``: ``solve(y, preset)`` (the preset's priors estimate everything).
+* ``blinddps``: ``solve(y, preset)`` (the preset's priors estimate everything);
+* ``photo``: the photo pipeline (:func:`blinddps.photo.deblur_photo`; options are
+  :class:`~blinddps.photo.PhotoSettings` fields, e.g. ``{"estimator": "l0"}``; the
+  harness blurs the recorded values, so ``linear_light`` defaults to false here).
 
 A method name may carry a variant label, ``method:label`` (e.g. ``blinddps:mean4``
 with ``method_options={"blinddps:mean4": {"num_samples": 4}}``): it runs ``method``
@@ -75,8 +78,8 @@ __all__ = [
     "method_base",
 ]
 
-METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps")
-BLIND_METHODS = ("l0_blind", "blinddps")
+METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps", "photo")
+BLIND_METHODS = ("l0_blind", "blinddps", "photo")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
 DIFFUSION_METHODS = ("dps_true", "blinddps")
 DEFAULT_PRESETS = {"motion": "motion_deblur", "gaussian": "gaussian_deblur", "turbulence": "turbulence"}
@@ -285,6 +288,16 @@ def _blinddps(p: Problem, opts: dict) -> MethodOutput:
     return _solve(p, opts, nonblind=False)
 
 
+def _photo(p: Problem, opts: dict) -> MethodOutput:
+    from ..photo import deblur_photo
+
+    if p.y.shape[0] != 1:
+        raise ValueError("the photo method takes one image at a time")
+    opts = {"linear_light": False, "seed": p.seed, **opts}
+    sol = deblur_photo(p.y[0], kernel_size=p.blind_kernel_size, **opts)
+    return MethodOutput(sol.image, kernel=sol.params["kernel"], residual_rms=float(sol.residual_rms.mean()))
+
+
 #: name -> function(problem, options) -> MethodOutput. Add entries to evaluate more.
 METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
     "blurry": _blurry,
@@ -293,6 +306,7 @@ METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
     "l0_blind": _l0,
     "dps_true": _dps_true,
     "blinddps": _blinddps,
+    "photo": _photo,
 }
 
 
