@@ -276,3 +276,17 @@ def test_fast_burst_preset_runs_and_is_seeded(tiny):
     b = solve_burst(y, fast, seed=2)
     assert torch.equal(a.image, b.image) and a.params["tilt"].shape == (1, 3, 2, 16, 16)
     assert a.params["tilt"].abs().max() > 0 and a.params["tilt"].mean(1).abs().max() < 1e-5
+
+
+def test_final_registration_gives_the_tilt_output_of_held_tilts(tiny):
+    y, t = _frames(3)
+    held = yaml.safe_load(Path(tiny["preset"]).read_text())
+    held["priors"]["tilt"]["data_weight"] = 0.0
+    none = solve_burst(y, held, seed=0)
+    assert none.params["tilt"].abs().max() == 0  # held at zero throughout
+    held["operator"]["final_register"] = 3
+    after = solve_burst(y, held, seed=0)
+    assert torch.equal(after.image, none.image)  # the image does not see the final registration
+    assert after.params["tilt"].abs().max() > 0 and after.params["tilt"].mean(1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="final_register"):
+        BurstTurbulence(2, final_register=-1)

@@ -29,7 +29,7 @@ from .frames import FramePrior, FrameTransform
 
 __all__ = ["solve_burst", "as_burst", "DEFAULT_PRESET"]
 
-DEFAULT_PRESET = "turbulence_burst"
+DEFAULT_PRESET = "turbulence_burst_fast"
 _ELEMENTWISE = ("identity", "scale")
 
 
@@ -163,6 +163,12 @@ def solve_burst(
         per_sample["tilt"] = per_sample["tilt"][..., :H, :W]
     params = {k: v.mean(1) for k, v in per_sample.items()}
     params.update(fixed_rep)
+    if operator.final_register and "tilt" not in fixed_rep:  # the tilt output: each frame registered to the result
+        k_final = params["kernel"] if params["kernel"].shape[0] == B else params["kernel"].expand(B, *params["kernel"].shape[1:])
+        est = result.estimates[IMAGE][..., :H, :W]
+        est = est.reshape(B, S, *est.shape[1:]).mean(1)  # the prior's channels, as the frames it saw
+        params["tilt"] = operator.register_frames(y[..., :H, :W], est, k_final, params.get("tilt"),
+                                                  gn_steps=operator.final_register, cg_iters=12)
     t_end = time.perf_counter()
     settings = {"preset": cfg.get("name"), "config": cfg, "seed": seed, "num_samples": S, "frames": N,
                 "device": str(device), "padded_to": [Hp, Wp],

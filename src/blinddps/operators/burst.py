@@ -137,6 +137,10 @@ class BurstTurbulence(Operator):
     (the paper's model). ``register`` holds :func:`register_tilts`' settings for the
     ``estimate`` hook; ``zero_mean`` makes the estimated tilts zero-mean over the frames
     (module docstring). ``residual_groups`` is N when ``frame_norms`` is True.
+    ``final_register`` > 0: after sampling, :func:`~blinddps.burst.solve_burst`
+    registers every frame to the restored image with that many Gauss–Newton steps (the
+    tilt output; the shipped burst preset holds the tilts at zero while it restores the
+    image and registers afterwards, which measured best: docs/turbulence.md).
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class BurstTurbulence(Operator):
         zero_mean: bool = True,
         register: dict | None = None,
         mode: str = "same",
+        final_register: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
@@ -162,6 +167,9 @@ class BurstTurbulence(Operator):
         self.frame_norms = bool(frame_norms)
         self.zero_mean = bool(zero_mean)
         self.mode = mode
+        if isinstance(final_register, bool) or not isinstance(final_register, int) or final_register < 0:
+            raise ValueError(f"final_register must be an int >= 0, got {final_register!r}")
+        self.final_register = int(final_register)
         self.register = dict(register or {})
         bad = set(self.register) - {"weight", "smooth", "gn_steps", "cg_iters"}
         if bad:
@@ -183,7 +191,7 @@ class BurstTurbulence(Operator):
     def with_frames(self, frames: int) -> "BurstTurbulence":
         """The same model for a burst of ``frames`` frames."""
         return BurstTurbulence(frames, self.kernel_size, self.tilt_scale, self.per_frame_kernel, self.frame_norms,
-                               self.zero_mean, self.register, self.mode)
+                               self.zero_mean, self.register, self.mode, self.final_register)
 
     @property
     def residual_groups(self) -> int:
@@ -314,16 +322,17 @@ class BurstTurbulence(Operator):
         raise ValueError(f"{type(self).__name__} has no proximal step for {name!r}")
 
     def register_frames(self, y: torch.Tensor, x: torch.Tensor, kernel: torch.Tensor,
-                        tilt: torch.Tensor | None = None) -> torch.Tensor:
+                        tilt: torch.Tensor | None = None, **settings) -> torch.Tensor:
         """(B, N, 2, H, W) tilts registering frames ``y`` (B, N, C, H, W) to image ``x``
-        (B, C, H, W) under ``kernel`` (physical, per the declared shape)."""
+        (B, C, H, W) under ``kernel`` (physical, per the declared shape); ``settings``
+        override the operator's ``register`` ones."""
         B, N, C, H, W = y.shape
         if N == 1 and self.zero_mean:
             return torch.zeros(B, 1, 2, H, W, dtype=y.dtype, device=y.device)
-        k = self._frame_kernels(kernel, B)
-        t0 = None if tilt is None else tilt.reshape(B * N, 2, H, W)
+        k = self._frame_kernels(kernel.expand(B, *kernel.shape[1:]), B)
+        t0 = None if tilt is None else tilt.expand(B, *tilt.shape[1:]).reshape(B * N, 2, H, W)
         phi = register_tilts(y.reshape(B * N, C, H, W), x.repeat_interleave(N, 0), k, t0,
-                             max_tilt=self.tilt_scale, **self.register)
+                             max_tilt=self.tilt_scale, **{**self.register, **settings})
         phi = phi.view(B, N, 2, H, W)
         return frame_mean_zero(phi).clamp(-self.tilt_scale, self.tilt_scale) if self.zero_mean else phi
 
