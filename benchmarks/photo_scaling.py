@@ -1,6 +1,6 @@
 """Time and peak memory of the photo pipeline against image size (issue 20).
 
-    python benchmarks/photo_scaling.py [--megapixels 0.25 1 4 12] [--estimator blinddps]
+    python benchmarks/photo_scaling.py [--megapixels 0.25 1 4 12] [--estimator l0]
 
 Each size is one synthetic photo (a Lai sharp image tiled by mirroring to the size,
 a 65-px held-out camera-shake kernel, noise 0.01, 8-bit), run with the default
@@ -49,7 +49,7 @@ def one(mp: float, estimator: str, threads: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--megapixels", type=float, nargs="+", default=[0.25, 1.0, 4.0, 12.0])
-    ap.add_argument("--estimator", default="blinddps")
+    ap.add_argument("--estimator", default="l0", help="the pipeline's default")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

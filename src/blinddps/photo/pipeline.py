@@ -38,7 +38,7 @@ class PhotoSettings:
     ones (docs/benchmarks.md, "Photographs")."""
 
     kernel_size: int | None = None        # full-resolution px (odd); None: automatic
-    estimator: str = "both"               # coarse estimate: 'blinddps', 'l0' or 'both' (the lower TV energy wins)
+    estimator: str = "l0"                 # coarse estimate: 'l0', 'blinddps' or 'both' (docs/photos.md: l0 measured best)
     preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
     steps: int | None = None              # its steps (None: the preset's)
     samples: int | None = None            # its posterior samples (None: the preset's)
