@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", nargs="+", type=int, default=[1, 2, 3, 4])
     ap.add_argument("--out", default="runs/photo_lai")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--refine-iters", type=int, default=None, help="alternations per refinement level")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = benchmarks_dir()
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
                     x = np.clip(deconvolve(y, k_true), 0, 1)
                 else:
                     kw = {"preset": args.preset} if args.preset else {}
+                    if args.refine_iters:
+                        kw["refine_iters"] = args.refine_iters
                     sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=k_true.shape[0],
                                        linear_light=False, steps=args.steps, **kw)
                     x = (sol.image[0].numpy().astype(np.float64) + 1) / 2

@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/photo_synthetic")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--refine-iters", type=int, default=None, help="alternations per refinement level")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sc = scenes(args.upscale)
@@ -83,8 +84,9 @@ def main(argv=None) -> int:
             if est == "blurry":
                 xe, k_est, peak, cands = y, None, None, {}
             else:
+                kw = {"refine_iters": args.refine_iters} if args.refine_iters else {}
                 sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=args.size,
-                                   seed=args.seed)
+                                   seed=args.seed, **kw)
                 xe = (sol.image[0].numpy().astype(np.float64) + 1) / 2
                 k_est = sol.params["kernel"][0, 0].numpy().astype(np.float64)
                 peak = sol.timings["peak_rss_mb"]
