@@ -322,16 +322,16 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("photo pipeline (docs/photos.md)")
     g.add_argument("--pipeline", choices=["auto", "photo", "direct"], default="auto",
                    help="photo: kernel estimated at a coarse scale on an informative region, refined "
-                        "coarse-to-fine, the image restored at full resolution (any size, kernels up to 151 px); "
+                        "coarse-to-fine, the image restored at full resolution (any size; kernels up to half the image's side, automatic size up to 151 px); "
                         "direct: BlindDPS on the whole image (small images, kernel within the prior's window); "
                         "auto: photo for images over %d pixels or a --kernel-size beyond the prior's window"
                         % PHOTO_AUTO_PIXELS)
     g.add_argument("--estimator", choices=["blinddps", "l0", "both"], default=None,
-                   help="photo pipeline: the coarse blind estimate (default: the one docs/photos.md names as "
-                        "measured best)")
+                   help="photo pipeline: the coarse blind estimate (default: l0, measured best on held-out photos, "
+                        "docs/photos.md)")
     g.add_argument("--no-linear-light", dest="linear_light", action="store_false",
-                   help="photo pipeline: estimate and deconvolve the recorded values (default: in linear light, "
-                        "the sRGB curve undone and re-applied)")
+                   help="photo pipeline: deconvolve the recorded values (default: in linear light, the sRGB curve "
+                        "undone and re-applied; the kernel is estimated from the recorded values either way)")
     g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
                    help="photo pipeline: keep clipped highlights in the data term (default: left out)")
 
