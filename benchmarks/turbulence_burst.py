@@ -4,8 +4,9 @@ Per image: a 32x32 Gaussian kernel of std 3.0, a burst of max(--frames) frames, 
 warped by its own tilt map (the paper's recipe, clipped to ±2.5 px) then blurred,
 σ = 0.02 noise; a burst of N is the first N frames. Methods, per N:
 
-* ``burst``          ours, DPS solver: ``blinddps.burst.solve_burst`` (turbulence_burst)
-* ``burst_fast``     ours, fast proximal solver (turbulence_burst_fast, the default):
+* ``burst``          ours, DPS solver: ``blinddps.burst.solve_burst`` (turbulence_burst,
+                     the default of ``--burst``)
+* ``burst_fast``     ours, fast proximal solver (turbulence_burst_fast):
                      tilts held at zero while the image is restored, each frame
                      registered to the result afterwards
 * ``burst_fast_loop`` the same with the tilts registered inside the loop (a variant)
@@ -50,8 +51,8 @@ LABELS = {
     "avg_diffusion": "average, then our diffusion deblurring (gaussian_deblur)",
     "single": "single-frame BlindDPS turbulence preset (frame 0)",
     "avg_fast": "average, then our fast diffusion deblurring (turbulence_burst_fast, N = 1)",
-    "burst": "burst, DPS solver (turbulence_burst)",
-    "burst_fast": "**burst, fast solver (turbulence_burst_fast: ours, the default)**",
+    "burst": "**burst, DPS solver (turbulence_burst: ours, the default)**",
+    "burst_fast": "burst, fast solver (turbulence_burst_fast)",
     "burst_fast_loop": "burst, fast solver, tilts registered inside the loop",
     "true_tilt": "burst, fast solver, true tilts given (upper bound)",
     "tilt_prior": "burst, diffusion tilt prior over the frames",
@@ -178,8 +179,8 @@ def figure(out: Path, data: dict, name: str, n: int, path: Path) -> None:
     peak = float(torch.linalg.vector_norm(d["tilt"][0], dim=0).max())
     panels = [(f"frame {i}", figures.to_pil(y[i : i + 1].clamp(-1, 1))) for i in range(min(3, n))]
     panels.append((f"average of {n}", figures.to_pil(y.mean(0, keepdim=True).clamp(-1, 1))))
-    base = "avg_fast" if "avg_fast" in arr else "avg_diffusion"
-    ours = "burst_fast" if "burst_fast" in arr else "burst"
+    base = "avg_diffusion" if "avg_diffusion" in arr else "avg_fast"
+    ours = "burst" if "burst" in arr else "burst_fast"
     if base in arr:
         panels.append(("average + deblur", figures.to_pil(torch.as_tensor(arr[base]["image"])[None])))
     if ours in arr:

@@ -300,7 +300,7 @@ def _add_restore(sub, name: str) -> argparse.ArgumentParser:
         p.add_argument("--tilt-model", default=None, metavar="PATH", help="tilt prior weights (replaces the preset's)")
         p.add_argument("--burst", action="store_true",
                        help="the inputs are frames of one static scene: restore one image from all of them "
-                            "(preset turbulence_burst_fast; OUT gets restored, kernel, tilt.npy per frame; docs/turbulence.md)")
+                            "(preset turbulence_burst; OUT gets restored, kernel, tilt.npy per frame; docs/turbulence.md)")
         p.add_argument("--frames", default=None, metavar="GLOB",
                        help="the burst's frames as a quoted glob (implies --burst), e.g. 'frames/*.png'")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="T",

@@ -29,7 +29,7 @@ from .frames import FramePrior, FrameTransform
 
 __all__ = ["solve_burst", "as_burst", "DEFAULT_PRESET"]
 
-DEFAULT_PRESET = "turbulence_burst_fast"
+DEFAULT_PRESET = "turbulence_burst"
 _ELEMENTWISE = ("identity", "scale")
 
 
