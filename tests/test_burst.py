@@ -290,3 +290,13 @@ def test_final_registration_gives_the_tilt_output_of_held_tilts(tiny):
     assert after.params["tilt"].abs().max() > 0 and after.params["tilt"].mean(1).abs().max() < 1e-5
     with pytest.raises(ValueError, match="final_register"):
         BurstTurbulence(2, final_register=-1)
+
+
+def test_per_frame_kernels_run_through_the_kernel_prior_frame_by_frame(tiny):
+    y, _ = _frames(2)
+    cfg = yaml.safe_load(Path(tiny["preset"]).read_text())
+    cfg["operator"]["per_frame_kernel"] = True
+    sol = solve_burst(y, cfg, seed=0)
+    k = sol.params["kernel"]
+    assert k.shape == (1, 2, 1, 8, 8) and torch.allclose(k.sum((-1, -2, -3)), torch.ones(1, 2), atol=1e-5)
+    assert not torch.allclose(k[0, 0], k[0, 1])  # one kernel per frame
