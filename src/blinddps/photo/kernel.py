@@ -118,7 +118,7 @@ def kernel_energy(gray: np.ndarray, k: np.ndarray, lam: float = 5e-4, iters: int
 
 def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude: np.ndarray | None = None,
                     estimator: str = "blinddps", preset: str | dict = "motion_fast", coarse_kernel: int = 31,
-                    coarse_region: int = 160, region: int = 1024, refine_iters: int = 4, lambda_grad: float = 4e-3,
+                    coarse_region: int = 160, region: int = 1024, refine_iters: int = 8, lambda_grad: float = 4e-3,
                     gamma: float = 2.0, k_thresh: float = 20.0, seed: int = 0, steps: int | None = None,
                     samples: int | None = None, overrides: dict | None = None, progress: bool = False,
                     on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
