@@ -885,13 +885,7 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
         args.photo_kernel_only = True  # only the photo pipeline takes this kernel: every image goes through it
     elif args.kernel_size is not None:
         over["operator"]["kernel_size"] = int(args.kernel_size)
-    if args.steps is not None:
-        over["steps"] = int(args.steps)
-    for prior in ("image", "kernel", "tilt"):
-        raw = getattr(args, f"{prior}_model", None)
-        if raw:
-            _model_override(cfg, prior, raw, over)
-    cfg = merge(cfg, over)
+    cfg = merge(cfg, step_and_model_overrides(args, cfg, over))
     if "image" not in cfg["priors"]:
         raise CLIError(f"preset {cfg.get('name')!r} has no image prior")
     operator = build_operator(cfg["operator"])
@@ -903,6 +897,17 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
         raise CLIError(str(exc)) from None
     del variables
     return cfg, operator
+
+
+def step_and_model_overrides(args: argparse.Namespace, cfg: dict, over: dict) -> dict:
+    """``over`` plus the command's ``--steps`` and ``--image/kernel/tilt-model`` flags."""
+    if args.steps is not None:
+        over["steps"] = int(args.steps)
+    for prior in ("image", "kernel", "tilt"):
+        raw = getattr(args, f"{prior}_model", None)
+        if raw:
+            _model_override(cfg, prior, raw, over)
+    return over
 
 
 def _beyond_window(cfg: dict, over: dict, kernel_size: int) -> bool:

@@ -76,7 +76,7 @@ def _settings_of(summary: dict) -> dict:
 
 def burst_config(args: argparse.Namespace) -> dict:
     """The burst preset with the command's overrides (kernel size, steps, models)."""
-    from ..cli import CLIError, _check_shipped, _model_override
+    from ..cli import CLIError, _check_shipped, step_and_model_overrides
     from ..presets import PresetError, load_preset, merge
 
     from .solve import DEFAULT_PRESET
@@ -91,13 +91,7 @@ def burst_config(args: argparse.Namespace) -> dict:
     over: dict[str, Any] = {}
     if args.kernel_size is not None:
         over["operator"] = {"kernel_size": int(args.kernel_size)}
-    if args.steps is not None:
-        over["steps"] = int(args.steps)
-    for prior in ("image", "kernel", "tilt"):
-        raw = getattr(args, f"{prior}_model", None)
-        if raw:
-            _model_override(cfg, prior, raw, over)
-    cfg = merge(cfg, over)
+    cfg = merge(cfg, step_and_model_overrides(args, cfg, over))
     _check_shipped(cfg)
     return cfg
 
