@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--band", type=int, default=15)
     ap.add_argument("--estimator", default="l0")
     ap.add_argument("--figure", default=None)
+    ap.add_argument("--no-mask-kernel", dest="mask_kernel", action="store_false",
+                    help="the mask in the restoration only, not in the kernel estimate")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     imgs = lai_sharp_images()
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         w = (~clipped_c).astype(np.float32) if use_mask else None
         out[("true kernel", use_mask)] = (linear_to_srgb(np.clip(deconvolve(lin, k, weight=w), 0, 1)), None)
         sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=K, estimator=args.estimator,
-                           clip_mask=use_mask)
+                           clip_mask=use_mask, clip_mask_kernel=use_mask and args.mask_kernel)
         out[("pipeline", use_mask)] = ((sol.image[0].numpy().astype(np.float64) + 1) / 2,
                                        float(mnc(sol.params["kernel"][0, 0].numpy().astype(np.float64), k)))
     print(f"saturated_03, gain {args.gain}, lights x{args.highlights}: {clipped_c.mean() * 100:.2f} % of values clipped "

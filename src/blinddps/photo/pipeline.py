@@ -48,7 +48,8 @@ class PhotoSettings:
     refine_iters: int = 8                 # alternations per refinement level (4: -0.9 dB on Lai, docs/benchmarks.md)
     linear_light: bool = True             # undo sRGB before deconvolving (re-applied on output)
     estimate_linear: bool = False         # ... and before estimating the kernel too (measured worse: docs/photos.md)
-    clip_mask: bool = True                # leave clipped pixels out of the data terms
+    clip_mask: bool = True                # leave clipped pixels out of the restoration's data term
+    clip_mask_kernel: bool = True         # ... and (with their kernel-reach) out of the kernel's (mixed: docs/benchmarks.md)
     clip_level: float = 0.98              # recorded value counted as clipped ([0, 1])
     tv_weight: float | None = None        # full-resolution TV weight (None: from the noise)
     deconv_iters: int = 80                # ADMM iterations of the full-resolution restoration
@@ -130,7 +131,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         # shadows' gradients shrink under the noise (0.29 vs 0.78 MNC on a held-out 65-px shake, docs/photos.md)
         est_in = work if (st.linear_light and st.estimate_linear) else y01
     with meter.stage("kernel"):
-        est = estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() else None,
+        est = estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() and st.clip_mask_kernel else None,
                               estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
                               coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
                               seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
