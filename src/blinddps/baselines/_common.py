@@ -88,6 +88,14 @@ def same_correlate(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     return full[..., oy:oy + H, ox:ox + W]
 
 
+def valid_correlate(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The 'valid' form of :func:`same_correlate` on ``(..., H, W)``: only the
+    ``(H - kh + 1) x (W - kw + 1)`` outputs whose kernel window lies inside ``x`` (a
+    frame cut from a scene that goes on past it)."""
+    kf = k[::-1, ::-1].reshape((1,) * (x.ndim - 2) + k.shape)
+    return fftconvolve(x, kf, mode="valid", axes=(-2, -1))
+
+
 def _kernel_index(ksize: tuple[int, int], shape: tuple[int, int]):
     kh, kw = ksize
     rows = ((kh - 1) // 2 - np.arange(kh)) % shape[0]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..baselines._common import valid_correlate
 from .color import clipped_mask, linear_to_srgb, srgb_to_linear
 from .deconvolve import deconvolve
 from .kernel import estimate_kernel
@@ -69,12 +70,6 @@ class PhotoSettings:
             raise ValueError(f"clip_level must be in (0, 1], got {self.clip_level}")
 
 
-def _blur_valid(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    from scipy.signal import fftconvolve
-
-    return np.stack([fftconvolve(c, k[::-1, ::-1], mode="valid") for c in x])
-
-
 def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.ndarray | None = None) -> float:
     """RMS of ``y - k * x`` over the interior where the 'valid' blur of the restored
     frame is defined (``(C, H, W)``, ``y``'s scale), weighted by ``weight`` (``(H, W)`` or
@@ -84,7 +79,7 @@ def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.n
     H, W = y.shape[-2:]
     if H < kh or W < kw:
         return float("nan")
-    r = y[:, py:py + H - kh + 1, px:px + W - kw + 1] - _blur_valid(x, k)
+    r = y[:, py:py + H - kh + 1, px:px + W - kw + 1] - valid_correlate(x, k)
     w = np.ones(r.shape[-2:]) if weight is None else weight[..., py:py + H - kh + 1, px:px + W - kw + 1]
     w = np.broadcast_to(w, r.shape)
     den = float(w.sum())

@@ -8,8 +8,8 @@ quantised to 8 bits, as a camera would record it.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
 
+from ..baselines._common import valid_correlate
 from .color import linear_to_srgb, srgb_to_linear
 
 __all__ = ["simulate_photo"]
@@ -31,8 +31,7 @@ def simulate_photo(scene01: np.ndarray, k: np.ndarray, *, noise: float = 0.01, g
     if highlights != 1.0:
         lights = (scene >= 0.999).all(axis=0)
         lin[:, lights] *= highlights
-    kk = np.asarray(k, dtype=np.float64)[::-1, ::-1]
-    blurred = np.stack([fftconvolve(c, kk, mode="valid") for c in lin]) * gain
+    blurred = valid_correlate(lin, np.asarray(k, dtype=np.float64)) * gain
     rec = linear_to_srgb(np.clip(blurred, 0.0, 1.0)) if linear_light else np.clip(blurred, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     rec = np.clip(rec + noise * rng.standard_normal(rec.shape), 0.0, 1.0)
