@@ -45,8 +45,7 @@ from scipy import ndimage
 
 from ._common import (corr_otf, diff_otf, embed_kernel, extract_kernel, fft_size, irfft2,
                       rfft2, rgb_to_luma, to_batch, wrap_pad)
-from .tv import tv_deconvolve_channels
-from .wiener import estimate_noise_sigma
+from .tv import tv_deconvolve_channels, tv_weight
 
 __all__ = ["l0_blind_deblur", "l0_deblur_whole", "l0_restoration", "estimate_psf", "estimate_kernel_l0",
            "alternate_level", "resize_kernel", "centre_kernel", "downsample"]
@@ -351,7 +350,7 @@ def _final_restore(y01: np.ndarray, k: np.ndarray, final: str, lambda_tv, lambda
     """Non-blind restoration of ``(C, H, W)`` in [0, 1]; returns [0, 1]."""
     y = 2.0 * y01 - 1.0  # TV solver works in the library's [-1, 1] units
     if lambda_tv is None:
-        lam = max(0.3 * estimate_noise_sigma(y), 5e-4)
+        lam = tv_weight(y)
     else:
         lam = 2.0 * float(lambda_tv)  # [0, 1] weight -> [-1, 1] units
     x_tv = (tv_deconvolve_channels(y, k, lam, tv_iters, 50.0 * lam, 10.0 * lam) + 1.0) / 2.0

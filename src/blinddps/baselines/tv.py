@@ -25,7 +25,13 @@ import numpy as np
 from ._common import corr_otf, diff_otf, fft_size, irfft2, kernels_for, rfft2, to_batch
 from .wiener import estimate_noise_sigma
 
-__all__ = ["tv_deconvolve", "tv_deconvolve_channels"]
+__all__ = ["tv_deconvolve", "tv_deconvolve_channels", "tv_weight"]
+
+
+def tv_weight(y: np.ndarray) -> float:
+    """The automatic TV weight for ``y`` on a [-1, 1] scale, from its estimated noise
+    level: ``max(0.3 sigma, 5e-4)``."""
+    return max(0.3 * estimate_noise_sigma(y), 5e-4)
 
 
 def _grad(x):
@@ -119,7 +125,7 @@ def tv_deconvolve(y, k, lam: float | str = "auto", iters: int = 150, rho: float 
     ks = kernels_for(k, yb.shape[0])
     outs = []
     for b in range(yb.shape[0]):
-        lb = max(0.3 * estimate_noise_sigma(yb[b]), 5e-4) if isinstance(lam, str) else float(lam)
+        lb = tv_weight(yb[b]) if isinstance(lam, str) else float(lam)
         r1 = 50.0 * lb if rho is None else float(rho)
         r2 = 10.0 * lb if rho_tv is None else float(rho_tv)
         outs.append(tv_deconvolve_channels(yb[b], ks[b] / ks[b].sum(), lb, iters, r1, r2))

@@ -16,16 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..baselines.tv import tv_deconvolve_channels
-from ..baselines.wiener import estimate_noise_sigma
+from ..baselines.tv import tv_deconvolve_channels, tv_weight
 
-__all__ = ["deconvolve", "tv_weight", "tile_grid"]
-
-
-def tv_weight(y: np.ndarray) -> float:
-    """The TV weight for ``y`` (``(C, H, W)`` on a [-1, 1] scale) from its estimated
-    noise level: ``max(0.3 sigma, 5e-4)``, the rule the TV baseline uses."""
-    return max(0.3 * estimate_noise_sigma(y), 5e-4)
+__all__ = ["deconvolve", "tile_grid"]
 
 
 def tile_grid(n: int, tile: int) -> list[tuple[int, int]]:
@@ -42,7 +35,8 @@ def deconvolve(y: np.ndarray, k: np.ndarray, *, weight: np.ndarray | None = None
     data and scales with the data's range) blurred by ``k`` (``(kh, kw)``, the
     project's correlation convention, 'valid' model: the scene continues past the
     frame). ``weight`` (``(H, W)`` or per channel ``(C, H, W)``, in [0, 1]): each
-    pixel's data weight (0 for clipped pixels). ``lam=None``: from the noise level (:func:`tv_weight`). Tiles of at
+    pixel's data weight (0 for clipped pixels). ``lam=None``: from the noise level
+    (:func:`blinddps.baselines.tv.tv_weight`). Tiles of at
     most ``tile_pixels`` core pixels; ``progress(n)`` is called after each channel of
     each tile. Returns float32 ``(C, H, W)``."""
     y = np.asarray(y, dtype=np.float32)
