@@ -80,6 +80,21 @@ def _resample_rgb(y: np.ndarray, s: float) -> np.ndarray:
     return y if s >= 1.0 else np.stack([downsample(c, s) for c in y])
 
 
+def _luminance(y01: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float64 luminance of ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)``."""
+    a = np.asarray(y01, dtype=np.float64)
+    if a.ndim == 2:
+        return a
+    return rgb_to_luma(a) if a.shape[0] == 3 else a[0]
+
+
+def _at_scale(gray: np.ndarray, exclude: np.ndarray | None, s: float):
+    """``gray`` and ``exclude`` resampled by ``s`` (a pixel is excluded if any clipped
+    light reaches it)."""
+    ex = None if exclude is None else (downsample(exclude.astype(np.float64), s) > 0.01 if s < 1 else exclude)
+    return downsample(gray, s), ex
+
+
 def _coarse_blinddps(crop_rgb: np.ndarray, size: int, preset: str | dict, seed: int, steps: int | None,
                      samples: int | None, progress: bool, overrides: dict | None) -> np.ndarray:
     """BlindDPS on a ``(C, h, w)`` crop in [0, 1]: the kernel, ``(size, size)``."""
@@ -143,7 +158,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     K = odd(min(max(15, max(H, W) // 10), 151)) if auto else odd(kernel_size)
     if K > min(H, W) // 2:
         raise ValueError(f"a {K} px kernel needs an image of at least {2 * K} px a side; this one is {H}x{W}")
-    gray = rgb_to_luma(rgb) if rgb.shape[0] == 3 else rgb[0]
+    gray = _luminance(rgb)
     scales = levels_for(min(1.0, coarse_kernel / K))
     timings: dict[str, float] = {}
     levels: list[dict[str, Any]] = []
@@ -153,8 +168,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     s0 = scales[0]
     k0 = odd(K * s0) if s0 < 1 else K
     k0 = min(k0, odd(coarse_kernel))
-    g0 = downsample(gray, s0) if s0 < 1 else gray
-    ex0 = None if exclude is None else (downsample(exclude.astype(np.float64), s0) > 0.01 if s0 < 1 else exclude)
+    g0, ex0 = _at_scale(gray, exclude, s0)
     # BlindDPS costs per pixel: its window is small; L0 is cheap and takes the refinement's window
     box = informative_region(g0, max(coarse_region if estimator == "blinddps" else region, 3 * k0), ex0)
     if estimator == "blinddps":
@@ -181,8 +195,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     # BlindDPS's window was small: its kernel is first refined at its own scale on the larger window
     for s in (scales if estimator == "blinddps" else scales[1:]):
         ks = K if s >= 1.0 else odd(K * s)
-        g = downsample(gray, s) if s < 1 else gray
-        ex = None if exclude is None else (downsample(exclude.astype(np.float64), s) > 0.01 if s < 1 else exclude)
+        g, ex = _at_scale(gray, exclude, s)
         k = resize_kernel(k, s / prev, ks, ks)
         box = informative_region(g, max(region, 3 * ks), ex)
         k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma,
@@ -206,8 +219,7 @@ def _estimate_both(y01: np.ndarray, kernel_size: int | None, **kw: Any) -> Kerne
     :func:`kernel_energy` on the finest level's window wins."""
     cands = {name: estimate_kernel(y01, kernel_size, estimator=name, **kw) for name in ("l0", "blinddps")}
     t0 = time.perf_counter()
-    rgb = np.asarray(y01, dtype=np.float64)
-    gray = rgb_to_luma(rgb) if rgb.ndim == 3 and rgb.shape[0] == 3 else (rgb[0] if rgb.ndim == 3 else rgb)
+    gray = _luminance(y01)
     exclude = kw.get("exclude")
     energies = {}
     for name, est in cands.items():
