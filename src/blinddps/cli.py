@@ -880,22 +880,29 @@ def restore_config(args: argparse.Namespace, task: str) -> tuple[dict, Any]:
             "turbulence" if "turbulence" in list_presets() else "paper_turbulence_ffhq")
     cfg = load_preset(name)
     over: dict[str, Any] = {"operator": {"mode": "valid" if args.boundary == "valid" else "same"}}
-    photo_ok = getattr(args, "pipeline", "direct") != "direct"
-    if args.kernel_size is not None and photo_ok and _beyond_window(cfg, over, int(args.kernel_size)):
-        args.photo_kernel_only = True  # only the photo pipeline takes this kernel: every image goes through it
-    elif args.kernel_size is not None:
-        over["operator"]["kernel_size"] = int(args.kernel_size)
     cfg = merge(cfg, step_and_model_overrides(args, cfg, over))
     if "image" not in cfg["priors"]:
         raise CLIError(f"preset {cfg.get('name')!r} has no image prior")
-    operator = build_operator(cfg["operator"])
     _check_shipped(cfg)
-    variables = build_variables(cfg, device="cpu", operator=operator)
-    try:
-        check_prior_shapes(variables, operator)
-    except PresetError as exc:
-        raise CLIError(str(exc)) from None
-    del variables
+
+    def fit(c: dict):
+        operator = build_operator(c["operator"])
+        variables = build_variables(c, device="cpu", operator=operator)
+        try:
+            check_prior_shapes(variables, operator)
+        except PresetError as exc:
+            return operator, exc
+        return operator, None
+
+    sized = cfg if args.kernel_size is None else merge(cfg, {"operator": {"kernel_size": int(args.kernel_size)}})
+    operator, err = fit(sized)
+    if err is not None and sized is not cfg and getattr(args, "pipeline", "direct") != "direct":
+        args.photo_kernel_only = True  # only the photo pipeline takes this kernel: every image goes through it
+        operator, err = fit(cfg)
+    else:
+        cfg = sized
+    if err is not None:
+        raise CLIError(str(err))
     return cfg, operator
 
 
@@ -908,19 +915,6 @@ def step_and_model_overrides(args: argparse.Namespace, cfg: dict, over: dict) ->
         if raw:
             _model_override(cfg, prior, raw, over)
     return over
-
-
-def _beyond_window(cfg: dict, over: dict, kernel_size: int) -> bool:
-    """Whether a ``kernel_size`` kernel is larger than the preset's kernel prior takes."""
-    from .presets import PresetError, build_operator, build_variables, check_prior_shapes, merge
-
-    trial = merge(cfg, merge(over, {"operator": {"kernel_size": kernel_size}}))
-    operator = build_operator(trial["operator"])
-    try:
-        check_prior_shapes(build_variables(trial, device="cpu", operator=operator), operator)
-    except PresetError:
-        return True
-    return False
 
 
 # ============================================================================ restore
@@ -1231,9 +1225,8 @@ def _write_restored(writer: _Writer, job: Job, info, y1, sol, b: int, batch: int
                       "the sampler can amplify in places (docs/reliability.md): reruns with the same --batch-size, "
                       "--threads and device give identical results"),
         "config": settings.get("config"),
-        **({"pipeline": restore_settings(settings["config"], args).get("pipeline"), "photo": settings["photo"]}
-           if "photo" in settings else
-           {"pipeline": restore_settings(settings["config"], args)["pipeline"]} if task == "deblur" else {}),
+        **({"pipeline": restore_settings(settings["config"], args)["pipeline"]} if task == "deblur" else {}),
+        **({"photo": settings["photo"]} if "photo" in settings else {}),
         "residual_rms": residual,
         "residual_note": "RMS of y - A(x, params) on the [-1, 1] scale (about the noise level when the fit is good)",
         **extra,
