@@ -86,7 +86,6 @@ def test_levels_odd_and_trim():
 
 
 def test_tiled_restoration_matches_whole_and_restores():
-    rng = np.random.default_rng(1)
     x = scene(140, 150)
     k = line_kernel(9, 0.3, 7)
     y = simulate_photo(x, k, noise=0.005, bits=None, linear_light=False)
@@ -100,7 +99,6 @@ def test_tiled_restoration_matches_whole_and_restores():
     err_tv = np.sqrt(np.mean((whole - ref) ** 2))
     assert err_tv < 0.6 * err_blur
     assert valid_residual_rms(y, whole, k) < 0.02
-    del rng
 
 
 def test_clipped_pixels_out_of_the_data_term_ring_less():
