@@ -14,7 +14,6 @@ import yaml
 from blinddps.burst import FramePrior, FrameTransform, as_burst, solve_burst
 from blinddps.cli import main
 from blinddps.io import encode_png, to_uint
-from blinddps.models.checkpoints import save_model
 from blinddps.models.unet import create_model
 from blinddps.operators import conv_same, gaussian_kernel, tilt_warp
 from blinddps.operators.burst import BurstTurbulence, frame_mean_zero, register_tilts
@@ -24,7 +23,7 @@ from blinddps.simulate import tilt_maps, turbulence_burst
 from blinddps.transforms import KernelSimplex
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny import TINY  # noqa: E402
+from _tiny import TINY, save_tiny_priors  # noqa: E402
 
 
 def _scene(h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
@@ -142,10 +141,7 @@ def test_frame_prior_is_the_inner_prior_on_the_folded_batch():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tinyburst")
-    torch.manual_seed(0)
-    img = save_model(create_model(image_size=16, in_channels=3, **TINY), d / "img")
-    ker = save_model(create_model(image_size=8, grayscale=True, **TINY), d / "ker")
-    tilt = save_model(create_model(image_size=16, in_channels=2, **TINY), d / "tilt")
+    img, ker, tilt = save_tiny_priors(d)
     preset = {
         "name": "tinyburst", "steps": 3,
         "operator": {"name": "turbulence_burst", "kernel_size": 8, "tilt_scale": 2.5,

@@ -19,12 +19,10 @@ from blinddps import cli
 from blinddps.cli import main
 from blinddps.io import decode_png, encode_png, read_image
 from blinddps.models.checkpoints import save_model
-from blinddps.models.unet import create_model
+
+from _tiny import save_tiny_priors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(num_channels=32, num_res_blocks=1, channel_mult="1,2", learn_sigma=True,
-            attention_resolutions="", num_heads=1, num_head_channels=-1,
-            use_scale_shift_norm=True, resblock_updown=True, dropout=0.0)
 RNG = np.random.default_rng(0)
 
 
@@ -32,10 +30,7 @@ RNG = np.random.default_rng(0)
 def tiny(tmp_path_factory):
     """Tiny priors (image 3-channel, kernel 8x8, tilt 16x16) and presets using them."""
     d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    img = save_model(create_model(image_size=16, in_channels=3, **TINY), d / "img")
-    ker = save_model(create_model(image_size=8, grayscale=True, **TINY), d / "ker")
-    tilt = save_model(create_model(image_size=16, in_channels=2, **TINY), d / "tilt")
+    img, ker, tilt = save_tiny_priors(d)
     deblur = {
         "name": "tiny", "operator": {"name": "blind_blur", "kernel_size": 8}, "steps": 2,
         "priors": {
