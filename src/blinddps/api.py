@@ -46,6 +46,16 @@ def _seed_for(seed: int, index: int, sample: int) -> int:
     return int(np.random.SeedSequence([seed, index, sample]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def resolve_num_samples(cfg: dict, num_samples: int | None) -> int:
+    """The posterior samples per measurement: ``num_samples``, else the preset's (else
+    1); a one-line ValueError unless a positive int."""
+    if num_samples is None:
+        _, num_samples = sampling_counts(cfg)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    return int(num_samples)
+
+
 def _pad_amount(size: int, multiple: int) -> int:
     return (-size) % multiple
 
@@ -127,11 +137,7 @@ def solve(
             over["priors"].setdefault(name, {})["model"] = str(path)
     cfg = merge(cfg, over)
     validate_preset(cfg, "solve()")
-    if num_samples is None:
-        _, num_samples = sampling_counts(cfg)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    num_samples = int(num_samples)
+    num_samples = resolve_num_samples(cfg, num_samples)
 
     if y.dim() == 3:
         y = y.unsqueeze(0)

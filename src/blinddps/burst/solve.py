@@ -12,17 +12,16 @@ import platform
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..api import Solution, _seed_for, prior_multiple
+from ..api import Solution, _seed_for, prior_multiple, resolve_num_samples
 from ..inputs import as_measurement
 from ..memory import check_memory
 from ..operators.burst import BurstTurbulence
 from ..presets import (PresetError, build_operator, build_variables, check_override_keys, load_preset, merge,
-                       sampling_counts, validate_preset)
+                       validate_preset)
 from ..priors import DiffusionPrior, FlatPrior
 from ..sampling import IMAGE, proximal_options, sample, sample_proximal
 from .frames import FramePrior, FrameTransform
@@ -105,11 +104,7 @@ def solve_burst(
     B, N, C, H, W = y.shape
     cfg = merge(cfg, {"operator": {"frames": N}})
     validate_preset(cfg, "solve_burst()")
-    if num_samples is None:
-        _, num_samples = sampling_counts(cfg)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    S = int(num_samples)
+    S = resolve_num_samples(cfg, num_samples)
     device = torch.device(device)
     y = y.to(device)
 
