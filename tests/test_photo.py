@@ -15,7 +15,7 @@ from blinddps.evaluation.metrics import mnc
 from blinddps.photo import (clipped_mask, deblur_photo, deconvolve, estimate_kernel, informative_region,
                             linear_to_srgb, srgb_to_linear)
 from blinddps.photo.deconvolve import tile_grid
-from blinddps.photo.kernel import levels_for, odd, trim_kernel
+from blinddps.photo.kernel import levels_for, odd, trim_kernel, trim_mass
 from blinddps.photo.pipeline import PhotoSettings, valid_residual_rms
 from blinddps.photo.simulate import simulate_photo
 
@@ -83,6 +83,12 @@ def test_levels_odd_and_trim():
     k[18:23, 15:26] = 1
     t = trim_kernel(k)
     assert t.shape == (15, 15) and t.sum() == pytest.approx(1.0)
+    assert levels_for(15 / 51)[-1] == 1.0  # exactly: the last level is full resolution
+    # the margin's trim: back to the size asked for unless mass lies beyond it
+    assert trim_mass(k, 7).shape == (11, 11) and trim_mass(k, 21).shape == (21, 21)
+    k2 = np.zeros((41, 41))
+    k2[20, 20] = 1.0
+    assert trim_mass(k2, 9).shape == (9, 9)
 
 
 def test_tiled_restoration_matches_whole_and_restores():
@@ -129,6 +135,41 @@ def test_l0_kernel_coarse_to_fine_recovers_a_large_kernel():
     assert mnc(est.kernel, k) > 0.75
 
 
+def test_kernel_margin_and_border_band():
+    """An off-centre kernel whose mass reaches past the size given: the margin finds it
+    (and 0 keeps the exact size); the kernel's data term without the window's edge band
+    (the scene past the window reaches in there) is at least as good."""
+    x = scene(200, 200, seed=6)
+    k = np.zeros((21, 21))
+    k[2, 2:14] = 1.0  # a stroke in the top left: its centroid 8 px off the centre
+    k[2:9, 13] = 1.0
+    k /= k.sum()
+    y = simulate_photo(x, k, noise=0.002, bits=8)
+    wide = estimate_kernel(y, 21, estimator="l0", coarse_kernel=21)
+    exact = estimate_kernel(y, 21, estimator="l0", coarse_kernel=21, kernel_margin=0.0)
+    circular = estimate_kernel(y, 21, estimator="l0", coarse_kernel=21, border_band=False)
+    assert exact.kernel.shape == (21, 21) and 21 <= wide.kernel.shape[0] <= 27
+    m_wide, m_exact, m_circ = mnc(wide.kernel, k), mnc(exact.kernel, k), mnc(circular.kernel, k)
+    assert m_wide > 0.8 and m_wide > m_exact + 0.02 and m_wide >= m_circ - 0.02
+
+
+def test_known_kernel_restoration_and_photo_true_reference():
+    x = scene(120, 120, seed=7)
+    k = line_kernel(9, 0.4, 7)
+    y = simulate_photo(x, k, noise=0.002, linear_light=False)
+    yt = torch.from_numpy(2 * y - 1).float()
+    sol = deblur_photo(yt, kernel=torch.from_numpy(k), linear_light=False)
+    assert sol.settings["photo"]["levels"] == [{"stage": "given"}]
+    assert np.allclose(sol.params["kernel"][0, 0].numpy(), k / k.sum(), atol=1e-6)
+    crop = (slice(None), slice(10, -10), slice(10, -10))
+    err_blur = np.sqrt(np.mean((y - x[:, 4:-4, 4:-4])[crop] ** 2))
+    est = (sol.image[0].numpy() + 1) / 2
+    err = np.sqrt(np.mean((est - x[:, 4:-4, 4:-4])[crop] ** 2))
+    assert err < 0.7 * err_blur
+    with pytest.raises(ValueError, match="non-negative"):
+        deblur_photo(yt, kernel=-torch.from_numpy(k))
+
+
 def test_deblur_photo_solution_and_errors():
     x = scene(150, 170, seed=3)
     k = line_kernel(11, 1.2, 8)
@@ -156,7 +197,7 @@ def test_blinddps_coarse_estimate_runs_through_solve():
     y = simulate_photo(x, k, noise=0.005)
     est = estimate_kernel(y, 21, estimator="blinddps", preset="motion_fast", steps=3, coarse_kernel=15,
                           coarse_region=64, region=96)
-    assert est.kernel.shape == (21, 21) and est.coarse.shape == (15, 15)
+    assert 21 <= est.kernel.shape[0] <= 27 and est.kernel.shape[0] % 2 == 1 and est.coarse.shape == (15, 15)
     assert est.levels[0]["stage"] == "blinddps" and np.isfinite(est.kernel).all()
 
 
@@ -171,9 +212,10 @@ def test_cli_photo_pipeline_large_kernel(tmp_path, capsys):
             "--quiet"]
     assert main(argv) == 0
     ker = np.load(out / "kernel.npy")
-    assert ker.shape == (41, 41) and ker.sum() == pytest.approx(1.0, abs=1e-5)
+    # estimated with a 25 % margin (53 px), trimmed back to what holds 99 % of the mass
+    assert 41 <= ker.shape[0] <= 53 and ker.shape[0] == ker.shape[1] and ker.sum() == pytest.approx(1.0, abs=1e-5)
     s = json.loads((out / "summary.json").read_text())
-    assert s["settings"]["pipeline"] == "photo" and s["settings"]["kernel_size"] == [41, 41]
+    assert s["settings"]["pipeline"] == "photo" and s["settings"]["kernel_size"] == list(ker.shape)
     assert s["pipeline"]["photo"]["estimator"] == "l0" and "stages" in s["timings"]
     restored = np.asarray(Image.open(out / "restored.png"))
     assert restored.shape == (200 - 40, 230 - 40, 3) and restored.dtype == np.uint8
@@ -199,3 +241,14 @@ def test_harness_runs_the_photo_pipeline(tmp_path):
     assert 0 < float(row["kernel_mnc"]) <= 1
     blurry = next(r for r in res.rows if r["method"] == "blurry")
     assert float(row["psnr_aligned"]) > float(blurry["psnr_aligned"])
+
+
+def test_levin_error_ratio_of_the_photo_pipeline(tmp_path):
+    from blinddps.evaluation.levin_runner import levin_report
+
+    rows = [{"image": "im1_k1", "method": m, "ssd": v, "psnr": 30.0, "kernel_mnc": float("nan"),
+             "tv_ssd": float("nan"), "seconds": 1.0}
+            for m, v in (("tv_true", 10.0), ("photo_true", 20.0), ("photo", 50.0))]
+    text, stats = levin_report(rows, ["tv_true", "photo", "photo_true"])
+    assert stats["photo"]["error_ratio"] == pytest.approx(2.5) and stats["photo"]["ratio_le2"] == 0
+    assert "photo pipeline" in text

@@ -263,12 +263,14 @@ def _grads_valid(x: np.ndarray):
 
 
 def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: float,
-                    xk_iter: int, gamma: float, exclude: np.ndarray | None = None):
+                    xk_iter: int, gamma: float, exclude: np.ndarray | None = None, border_band: bool = False):
     """One pyramid level of the alternation on a ``(H, W)`` image in [0, 1]: ``xk_iter``
     times (latent image by the L0 solver, kernel by :func:`estimate_psf` + pruning),
     the lambdas divided by 1.1 each time. ``exclude`` (bool ``(H, W)``): clipped pixels;
     they and every pixel within the kernel's reach of them are left out of the
-    kernel's data term. Returns ``(k, lam_pix, lam_grad, latent)``."""
+    kernel's data term. ``border_band``: leave out, too, the band along the window's
+    edges where the kernel's circular product wraps around (the unknown border: the
+    scene goes on past the window). Returns ``(k, lam_pix, lam_grad, latent)``."""
     H, W = B.shape
     kh, kw = k.shape
     Bw = wrap_pad(B, (fft_size(H + kh - 1), fft_size(W + kw - 1)))
@@ -278,6 +280,11 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
         # a pixel within the kernel's reach of a clipped one sees light the latent (in [0, 1]) cannot hold
         ok = ~ndimage.maximum_filter(exclude, size=(kh, kw))
         mask = (ok[:-1, 1:] & ok[:-1, :-1] & ok[1:, :-1]).astype(B.dtype)  # every pixel of both differences
+    if border_band:
+        band = np.zeros((H - 1, W - 1), dtype=B.dtype)
+        cy, cx = (kh - 1) // 2, (kw - 1) // 2
+        band[cy:H - 1 - (kh - 1 - cy), cx:W - 1 - (kw - 1 - cx)] = 1.0
+        mask = band if mask is None else mask * band
     S = B
     for _ in range(xk_iter):
         if lam_pix > 0:
@@ -294,11 +301,13 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
 
 def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float = 4e-3,
                        lambda_grad: float = 4e-3, xk_iter: int = 5, gamma: float = 2.0,
-                       k_thresh: float = 20.0, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       k_thresh: float = 20.0, exclude: np.ndarray | None = None,
+                       border_band: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Coarse-to-fine kernel estimation on a ``(H, W)`` image in [0, 1].
     Returns ``(kernel, latent)``; the kernel has odd size ``kernel_size`` (or
     ``kernel_size + 1`` when even) in the project's correlation convention.
-    ``exclude`` (bool ``(H, W)``): pixels left out of the kernel's data term."""
+    ``exclude`` (bool ``(H, W)``): pixels left out of the kernel's data term;
+    ``border_band``: see :func:`alternate_level`."""
     ks_full = kernel_size + (1 - kernel_size % 2)
     ret = math.sqrt(0.5)
     maxitr = max(int(math.floor(math.log(5.0 / ks_full) / math.log(ret))), 0)
@@ -316,7 +325,7 @@ def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float =
             k = resize_kernel(k, 1.0 / ret, klist[s], klist[s])
         ys = downsample(gray, retv[s])
         ex = None if exclude is None else downsample(exclude.astype(np.float64), retv[s]) > 0.01
-        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma, ex)
+        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma, ex, border_band)
         k = centre_kernel(k)
         k = np.maximum(k, 0.0)
         k = k / k.sum()

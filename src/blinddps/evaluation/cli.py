@@ -71,7 +71,7 @@ def add_evaluate_subparser(subparsers: "argparse._SubParsersAction") -> argparse
     p.add_argument("--images", default=None,
                    help="image set (photos, skimage, ffhq, all), built-in names (astronaut,coffee), a folder or a file")
     p.add_argument("--methods", default=None,
-                   help="comma-separated: blurry,wiener_true,tv_true,l0_blind,dps_true,blinddps; "
+                   help="comma-separated: blurry,wiener_true,tv_true,l0_blind,dps_true,blinddps,photo,photo_true; "
                         "a variant method:label runs method with the config's method_options[method:label]")
     p.add_argument("--degradation", default=None, choices=["motion", "gaussian", "turbulence"])
     p.add_argument("--size", type=int, default=None, help="image size (centre crop + resize)")

@@ -13,7 +13,8 @@ protocol; or one int for all). Scores (images on [0, 1]):
   ``kernel_ratio`` = tv_ssd / SSD(TV with the true kernel) — the error ratio with one
   fixed non-blind method, which measures the kernel alone;
 * ``error_ratio`` = ssd / SSD(the same image stage with the true kernel): ``blinddps``
-  against ``dps_true``, ``l0_blind`` and the ``tv`` image against ``tv_true``.
+  against ``dps_true``, ``l0_blind`` and the ``tv`` image against ``tv_true``, ``photo``
+  (the photo pipeline) against ``photo_true`` (its restoration with the true kernel).
   The success rate is the share of images with a ratio ≤ 2 (Levin et al.'s threshold).
 
 Resumable: rows go to ``levin.csv`` as they finish; ``report.md`` and ``summary.json``
@@ -56,7 +57,7 @@ __all__ = ["evaluate_levin", "LEVIN_COLUMNS", "levin_report"]
 LEVIN_COLUMNS = ["image", "method", "config", "ssd", "psnr", "shift_dy", "shift_dx", "kernel_mnc",
                  "tv_ssd", "seconds", "timestamp"]
 # the non-blind method with the true kernel that each blind image stage is compared with
-_REFERENCE = {"blinddps": "dps_true", "l0_blind": "tv_true"}
+_REFERENCE = {"blinddps": "dps_true", "l0_blind": "tv_true", "photo": "photo_true"}
 
 
 def _to01(t: torch.Tensor) -> np.ndarray:
@@ -118,7 +119,7 @@ def levin_report(rows: list[dict], methods: list[str], title: str = "Levin et al
     lines = [f"# {title}", "",
              "Levin's protocol: 15-px crop, best shift within ±5 px (0.25 px steps), SSD on [0, 1]; "
              "PSNR = 10·log10(225²/SSD). Error ratio: SSD over the same image stage with the true kernel "
-             "(blinddps vs dps_true, l0_blind vs tv_true); kernel ratio: TV deconvolution with the "
+             "(blinddps vs dps_true, l0_blind vs tv_true, photo vs photo_true); kernel ratio: TV deconvolution with the "
              "method's kernel vs with the true kernel. ≤ 2 counts a success.", "",
              "| method | n | PSNR | error ratio | ratio ≤ 2 | kernel ratio (TV) | ≤ 2 | kernel MNC | s / image |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -18,10 +18,13 @@ METHOD_LABELS = {
     "l0_blind": "L0 blind (Pan et al.)",
     "dps_true": "DPS (true kernel)",
     "blinddps": "BlindDPS (ours)",
+    "photo": "photo pipeline (ours)",
+    "photo_true": "photo restoration (true kernel)",
 }
 SHORT_LABELS = {
     "blurry": "blurry", "wiener_true": "Wiener (true k)", "tv_true": "TV (true k)",
     "l0_blind": "L0 blind", "dps_true": "DPS (true k)", "blinddps": "BlindDPS",
+    "photo": "photo", "photo_true": "photo (true k)",
 }
 
 

@@ -78,7 +78,7 @@ __all__ = [
     "method_base",
 ]
 
-METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps", "photo")
+METHODS = ("blurry", "wiener_true", "tv_true", "l0_blind", "dps_true", "blinddps", "photo", "photo_true")
 BLIND_METHODS = ("l0_blind", "blinddps", "photo")
 DEGRADATIONS = ("motion", "gaussian", "turbulence")
 DIFFUSION_METHODS = ("dps_true", "blinddps")
@@ -298,6 +298,15 @@ def _photo(p: Problem, opts: dict) -> MethodOutput:
     return MethodOutput(sol.image, kernel=sol.params["kernel"], residual_rms=float(sol.residual_rms.mean()))
 
 
+def _photo_true(p: Problem, opts: dict) -> MethodOutput:
+    """The photo pipeline's restoration with the true kernel (its error ratio's reference)."""
+    from ..photo import deblur_photo
+
+    opts = {"linear_light": False, **opts}
+    sol = deblur_photo(p.y[0], kernel=p.kernel[0, 0], **opts)
+    return MethodOutput(sol.image, residual_rms=float(sol.residual_rms.mean()))
+
+
 #: name -> function(problem, options) -> MethodOutput. Add entries to evaluate more.
 METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
     "blurry": _blurry,
@@ -307,6 +316,7 @@ METHOD_FUNCS: dict[str, Callable[[Problem, dict], MethodOutput]] = {
     "dps_true": _dps_true,
     "blinddps": _blinddps,
     "photo": _photo,
+    "photo_true": _photo_true,
 }
 
 

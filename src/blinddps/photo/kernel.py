@@ -30,7 +30,7 @@ from ..baselines._common import rgb_to_luma
 from ..baselines.l0_blind import alternate_level, centre_kernel, downsample, estimate_kernel_l0, resize_kernel
 from .region import informative_region
 
-__all__ = ["KernelEstimate", "estimate_kernel", "odd", "levels_for", "trim_kernel"]
+__all__ = ["KernelEstimate", "estimate_kernel", "odd", "levels_for", "trim_kernel", "trim_mass"]
 
 
 def odd(n: float) -> int:
@@ -44,7 +44,7 @@ def levels_for(s0: float, ratio: float = math.sqrt(2.0)) -> list[float]:
     if s0 >= 1.0:
         return [1.0]
     n = max(1, int(math.ceil(math.log(1.0 / s0) / math.log(ratio) - 1e-9)))
-    return [s0 * (1.0 / s0) ** (i / n) for i in range(n + 1)]
+    return [s0 * (1.0 / s0) ** (i / n) for i in range(n)] + [1.0]
 
 
 def trim_kernel(k: np.ndarray, rel: float = 0.05, margin: int = 2) -> np.ndarray:
@@ -56,6 +56,20 @@ def trim_kernel(k: np.ndarray, rel: float = 0.05, margin: int = 2) -> np.ndarray
     half = min(half, c)
     out = k[c - half:c + half + 1, c - half:c + half + 1]
     return out / out.sum()
+
+
+def trim_mass(k: np.ndarray, min_size: int, mass: float = 0.99) -> np.ndarray:
+    """The smallest centred odd square crop of ``k`` (at least ``min_size``) that
+    holds ``mass`` of it, renormalised."""
+    n = k.shape[0]
+    c = (n - 1) // 2
+    tot = float(k.sum())
+    for m in range(min(odd(min_size), n), n + 1, 2):
+        h = (m - 1) // 2
+        out = k[c - h:c + h + 1, c - h:c + h + 1]
+        if out.sum() >= mass * tot:
+            return out / out.sum()
+    return k / tot
 
 
 @dataclass
@@ -136,14 +150,19 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
                     coarse_region: int = 160, region: int = 1024, refine_iters: int = 8, lambda_grad: float = 4e-3,
                     gamma: float = 2.0, k_thresh: float = 20.0, seed: int = 0, steps: int | None = None,
                     samples: int | None = None, overrides: dict | None = None, progress: bool = False,
-                    on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
+                    border_band: bool = True, kernel_margin: float = 0.25, on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
     """The blur kernel of ``y01`` (``(C, H, W)`` or ``(H, W)`` in [0, 1]); see the module
     docstring. ``kernel_size``: in full-resolution pixels (odd; even sizes are rounded
     up); ``None`` guesses a generous size (a tenth of the longer side, 15..151) and
     trims it to the coarse estimate's support. ``exclude``: ``(H, W)`` bool of pixels
     that must not inform the estimate (clipped). ``estimator``: ``'blinddps'`` (with
     ``preset``, ``steps``, ``samples``, ``seed``, preset ``overrides``), ``'l0'``, or
-    ``'both'`` (each refined; the lower :func:`kernel_energy` wins)."""
+    ``'both'`` (each refined; the lower :func:`kernel_energy` wins). ``kernel_margin``:
+    a given size is widened by this fraction for the estimate (a kernel whose mass is
+    off its box's centre, or a size guessed a little small, is otherwise cut off; the
+    result is trimmed back to its support, never below ``kernel_size``).
+    ``border_band``: the kernel's data term leaves out the window's edge band, where
+    the scene past the window reaches in."""
     if estimator not in ("blinddps", "l0", "both"):
         raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {estimator!r}")
     if estimator == "both":
@@ -158,6 +177,9 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     K = odd(min(max(15, max(H, W) // 10), 151)) if auto else odd(kernel_size)
     if K > min(H, W) // 2:
         raise ValueError(f"a {K} px kernel needs an image of at least {2 * K} px a side; this one is {H}x{W}")
+    K_user = K
+    if not auto and kernel_margin > 0:
+        K = max(K, min(odd(K * (1.0 + kernel_margin)), odd(min(H, W) // 2 - 1)))
     gray = _luminance(rgb)
     scales = levels_for(min(1.0, coarse_kernel / K))
     timings: dict[str, float] = {}
@@ -176,7 +198,8 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = _coarse_blinddps(crop, k0, preset, seed, steps, samples, progress, overrides)
     else:
         k, _ = estimate_kernel_l0(_crop(g0, box), k0, lambda_pixel=0.0, lambda_grad=lambda_grad,
-                                  gamma=gamma, k_thresh=0.0, exclude=None if ex0 is None else _crop(ex0, box))
+                                  gamma=gamma, k_thresh=0.0, exclude=None if ex0 is None else _crop(ex0, box),
+                                  border_band=border_band)
     k = centre_kernel(np.maximum(k, 0.0))
     k = k / k.sum()
     if auto:
@@ -199,7 +222,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = resize_kernel(k, s / prev, ks, ks)
         box = informative_region(g, max(region, 3 * ks), ex)
         k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma,
-                                       None if ex is None else _crop(ex, box))
+                                       None if ex is None else _crop(ex, box), border_band)
         k = centre_kernel(np.maximum(k, 0.0))
         k = k / k.sum()
         prev = s
@@ -210,6 +233,8 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = resize_kernel(k, 1.0, K, K)
     if k_thresh > 0:
         k = np.where(k < k.max() / k_thresh, 0.0, k)
+    if K > K_user:  # the margin: back to the size asked for unless mass lies beyond it
+        k = trim_mass(k, K_user)
     timings["refine_s"] = time.perf_counter() - t1
     return KernelEstimate(kernel=k / k.sum(), coarse=coarse, levels=levels, seconds=timings)
 

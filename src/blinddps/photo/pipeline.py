@@ -27,7 +27,7 @@ import torch
 from ..baselines._common import valid_correlate
 from .color import clipped_mask, linear_to_srgb, srgb_to_linear
 from .deconvolve import deconvolve
-from .kernel import estimate_kernel
+from .kernel import KernelEstimate, estimate_kernel
 from .stages import StageMeter
 
 __all__ = ["PhotoSettings", "deblur_photo", "valid_residual_rms"]
@@ -39,6 +39,7 @@ class PhotoSettings:
     ones (docs/benchmarks.md, "Photographs")."""
 
     kernel_size: int | None = None        # full-resolution px (odd); None: automatic
+    kernel_margin: float = 0.25           # a given size is widened by this fraction to estimate (Levin: docs/benchmarks.md)
     estimator: str = "l0"                 # coarse estimate: 'l0', 'blinddps' or 'both' (docs/photos.md: l0 measured best)
     preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
     steps: int | None = None              # its steps (None: the preset's)
@@ -66,6 +67,8 @@ class PhotoSettings:
         for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.kernel_margin <= 2.0:
+            raise ValueError(f"kernel_margin must be in [0, 2], got {self.kernel_margin}")
         if not 0.0 < self.clip_level <= 1.0:
             raise ValueError(f"clip_level must be in (0, 1], got {self.clip_level}")
 
@@ -87,13 +90,15 @@ def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.n
 
 
 def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = None, *, progress: bool = False,
-                 **kw: Any):
+                 kernel: torch.Tensor | np.ndarray | None = None, **kw: Any):
     """Deblur one photo ``y`` (``(C, H, W)`` or ``(1, C, H, W)``, values on [-1, 1] as
     recorded). ``settings`` or keyword overrides of :class:`PhotoSettings`. Returns a
     :class:`blinddps.api.Solution` with the image on [-1, 1] (``(1, C, H, W)``), the
     full-resolution kernel in ``params['kernel']`` (``(1, 1, K, K)``), the residual
     over the interior, ``settings['photo']`` and per-stage ``timings['stages']``; with
-    ``estimator='both'`` every candidate kernel in ``param_samples['kernel:<name>']``."""
+    ``estimator='both'`` every candidate kernel in ``param_samples['kernel:<name>']``.
+    ``kernel``: a known kernel (``(K, K)``, correlation convention): no estimate, only
+    the restoration (the same image stage a blind run ends with)."""
     from .. import __version__
     from ..api import Solution
 
@@ -125,12 +130,20 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
         # the kernel from the recorded values: L0's weights are for sRGB-like contrast; in linear light the
         # shadows' gradients shrink under the noise (0.29 vs 0.78 MNC on a held-out 65-px shake, docs/photos.md)
         est_in = work if (st.linear_light and st.estimate_linear) else y01
+    known = None
+    if kernel is not None:
+        known = np.asarray(kernel.detach().cpu().double() if isinstance(kernel, torch.Tensor) else kernel,
+                           dtype=np.float64)
+        known = known.reshape(known.shape[-2:])
+        if known.min() < 0 or not np.isfinite(known).all() or known.sum() <= 0:
+            raise ValueError("deblur_photo: a known kernel must be finite, non-negative and not all zero")
+        known = known / known.sum()
     with meter.stage("kernel"):
-        est = estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() and st.clip_mask_kernel else None,
+        est = KernelEstimate(kernel=known, coarse=known, levels=[{"stage": "given"}]) if known is not None else estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() and st.clip_mask_kernel else None,
                               estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
                               coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
                               seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
-                              progress=progress)
+                              kernel_margin=st.kernel_margin, progress=progress)
     if bar is not None:
         bar.update(1)
     k = est.kernel
