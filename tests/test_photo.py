@@ -129,7 +129,8 @@ def test_l0_kernel_coarse_to_fine_recovers_a_large_kernel():
     k = line_kernel(41, 0.6, 30)
     y = simulate_photo(x, k, noise=0.003, bits=8)
     est = estimate_kernel(srgb_to_linear(y), 41, estimator="l0", coarse_kernel=15, region=200)
-    assert est.kernel.shape == (41, 41) and est.kernel.min() >= 0 and est.kernel.sum() == pytest.approx(1.0)
+    # estimated at 41 + 25 %, trimmed back to 99 % of its mass
+    assert 41 <= est.kernel.shape[0] <= 53 and est.kernel.min() >= 0 and est.kernel.sum() == pytest.approx(1.0)
     assert [lv["stage"] for lv in est.levels][0] == "l0" and est.levels[-1]["scale"] == 1.0
     assert len(est.levels) >= 3
     assert mnc(est.kernel, k) > 0.75
@@ -176,7 +177,7 @@ def test_deblur_photo_solution_and_errors():
     y = simulate_photo(x, k, noise=0.005)
     sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=11, estimator="l0", coarse_kernel=11)
     assert sol.image.shape == (1, 3) + y.shape[1:] and sol.image.abs().max() <= 1.0
-    assert sol.params["kernel"].shape == (1, 1, 11, 11)
+    assert sol.params["kernel"].shape[-1] in (11, 13, 15)
     assert set(sol.timings["stages"]) == {"prepare", "kernel", "restore", "finish"}
     assert all(v["peak_rss_mb"] > 0 for v in sol.timings["stages"].values())
     assert sol.settings["photo"]["estimator"] == "l0" and sol.settings["pipeline"] == "photo"

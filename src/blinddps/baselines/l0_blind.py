@@ -121,10 +121,10 @@ def l0_restoration(im: np.ndarray, k: np.ndarray, lam: float, kappa: float = 2.0
 # --------------------------------------------------------------------------- kernel
 def estimate_psf(bx: np.ndarray, by: np.ndarray, lx: np.ndarray, ly: np.ndarray,
                  weight: float, ksize: tuple[int, int], cg_iters: int = 20,
-                 tol: float = 1e-5, mask: np.ndarray | None = None) -> np.ndarray:
+                 tol: float = 1e-5, mask: np.ndarray | None = None, zero_below: float = 0.05) -> np.ndarray:
     """``argmin_k ||lx (x) k - bx||^2 + ||ly (x) k - by||^2 + weight ||k||^2`` on a
     ``ksize`` support (conjugate gradients, FFT products, circular), then entries
-    below 5 % of the maximum zeroed and the kernel normalised. ``mask`` (bx's shape,
+    below ``zero_below`` (Pan: 5 %) of the maximum zeroed and the kernel normalised. ``mask`` (bx's shape,
     0/1) restricts both data terms to its pixels (clipped highlights left out); each
     product then costs two FFT pairs instead of one."""
     shape = bx.shape
@@ -164,7 +164,7 @@ def estimate_psf(bx: np.ndarray, by: np.ndarray, lx: np.ndarray, ly: np.ndarray,
     mx = x.max()
     if mx <= 0:
         return np.full(ksize, 1.0 / (ksize[0] * ksize[1]))
-    x[x < 0.05 * mx] = 0.0
+    x[x < zero_below * mx] = 0.0
     return x / x.sum()
 
 
@@ -263,14 +263,16 @@ def _grads_valid(x: np.ndarray):
 
 
 def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: float,
-                    xk_iter: int, gamma: float, exclude: np.ndarray | None = None, border_band: bool = False):
+                    xk_iter: int, gamma: float, exclude: np.ndarray | None = None, border_band: bool = False,
+                    zero_below: float = 0.05):
     """One pyramid level of the alternation on a ``(H, W)`` image in [0, 1]: ``xk_iter``
     times (latent image by the L0 solver, kernel by :func:`estimate_psf` + pruning),
     the lambdas divided by 1.1 each time. ``exclude`` (bool ``(H, W)``): clipped pixels;
     they and every pixel within the kernel's reach of them are left out of the
     kernel's data term. ``border_band``: leave out, too, the band along the window's
     edges where the kernel's circular product wraps around (the unknown border: the
-    scene goes on past the window). Returns ``(k, lam_pix, lam_grad, latent)``."""
+    scene goes on past the window). ``zero_below``: see :func:`estimate_psf`. Returns
+    ``(k, lam_pix, lam_grad, latent)``."""
     H, W = B.shape
     kh, kw = k.shape
     Bw = wrap_pad(B, (fft_size(H + kh - 1), fft_size(W + kw - 1)))
@@ -293,7 +295,7 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
             S = l0_restoration(Bw, k, lam_grad)
         S = np.clip(S[:H, :W], 0.0, 1.0)
         lx, ly = _grads_valid(S)
-        k = _prune(estimate_psf(bx, by, lx, ly, gamma, k.shape, mask=mask))
+        k = _prune(estimate_psf(bx, by, lx, ly, gamma, k.shape, mask=mask, zero_below=zero_below))
         lam_pix = max(lam_pix / 1.1, 1e-4) if lam_pix > 0 else 0.0
         lam_grad = max(lam_grad / 1.1, 1e-4) if lam_grad > 0 else 0.0
     return k, lam_pix, lam_grad, S
@@ -302,12 +304,12 @@ def alternate_level(B: np.ndarray, k: np.ndarray, lam_pix: float, lam_grad: floa
 def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float = 4e-3,
                        lambda_grad: float = 4e-3, xk_iter: int = 5, gamma: float = 2.0,
                        k_thresh: float = 20.0, exclude: np.ndarray | None = None,
-                       border_band: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       border_band: bool = False, zero_below: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Coarse-to-fine kernel estimation on a ``(H, W)`` image in [0, 1].
     Returns ``(kernel, latent)``; the kernel has odd size ``kernel_size`` (or
     ``kernel_size + 1`` when even) in the project's correlation convention.
     ``exclude`` (bool ``(H, W)``): pixels left out of the kernel's data term;
-    ``border_band``: see :func:`alternate_level`."""
+    ``border_band``, ``zero_below``: see :func:`alternate_level`."""
     ks_full = kernel_size + (1 - kernel_size % 2)
     ret = math.sqrt(0.5)
     maxitr = max(int(math.floor(math.log(5.0 / ks_full) / math.log(ret))), 0)
@@ -325,7 +327,8 @@ def estimate_kernel_l0(gray: np.ndarray, kernel_size: int, lambda_pixel: float =
             k = resize_kernel(k, 1.0 / ret, klist[s], klist[s])
         ys = downsample(gray, retv[s])
         ex = None if exclude is None else downsample(exclude.astype(np.float64), retv[s]) > 0.01
-        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma, ex, border_band)
+        k, lam_pix, lam_grad, S = alternate_level(ys, k, lam_pix, lam_grad, xk_iter, gamma, ex, border_band,
+                                                  zero_below)
         k = centre_kernel(k)
         k = np.maximum(k, 0.0)
         k = k / k.sum()

@@ -148,7 +148,7 @@ def kernel_energy(gray: np.ndarray, k: np.ndarray, lam: float = 5e-4, iters: int
 def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude: np.ndarray | None = None,
                     estimator: str = "blinddps", preset: str | dict = "motion_fast", coarse_kernel: int = 31,
                     coarse_region: int = 160, region: int = 1024, refine_iters: int = 8, lambda_grad: float = 4e-3,
-                    gamma: float = 2.0, k_thresh: float = 20.0, seed: int = 0, steps: int | None = None,
+                    gamma: float = 2.0, k_thresh: float = 30.0, kernel_floor: float = 0.035, seed: int = 0, steps: int | None = None,
                     samples: int | None = None, overrides: dict | None = None, progress: bool = False,
                     border_band: bool = True, kernel_margin: float = 0.25, on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
     """The blur kernel of ``y01`` (``(C, H, W)`` or ``(H, W)`` in [0, 1]); see the module
@@ -162,7 +162,10 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     off its box's centre, or a size guessed a little small, is otherwise cut off; the
     result is trimmed back to its support, never below ``kernel_size``).
     ``border_band``: the kernel's data term leaves out the window's edge band, where
-    the scene past the window reaches in."""
+    the scene past the window reaches in. ``kernel_floor``: each least-squares kernel's
+    entries below this fraction of its peak are zeroed (Pan's 5 % cut the faint tails
+    of recorded shake; 3.5 % and a final ``k_thresh`` of 30 measured best on Levin et
+    al.'s 32, docs/benchmarks.md)."""
     if estimator not in ("blinddps", "l0", "both"):
         raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {estimator!r}")
     if estimator == "both":
@@ -199,7 +202,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     else:
         k, _ = estimate_kernel_l0(_crop(g0, box), k0, lambda_pixel=0.0, lambda_grad=lambda_grad,
                                   gamma=gamma, k_thresh=0.0, exclude=None if ex0 is None else _crop(ex0, box),
-                                  border_band=border_band)
+                                  border_band=border_band, zero_below=kernel_floor)
     k = centre_kernel(np.maximum(k, 0.0))
     k = k / k.sum()
     if auto:
@@ -222,7 +225,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
         k = resize_kernel(k, s / prev, ks, ks)
         box = informative_region(g, max(region, 3 * ks), ex)
         k, _, lam, _ = alternate_level(_crop(g, box), k, 0.0, lam, refine_iters, gamma,
-                                       None if ex is None else _crop(ex, box), border_band)
+                                       None if ex is None else _crop(ex, box), border_band, kernel_floor)
         k = centre_kernel(np.maximum(k, 0.0))
         k = k / k.sum()
         prev = s

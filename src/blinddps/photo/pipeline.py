@@ -40,6 +40,7 @@ class PhotoSettings:
 
     kernel_size: int | None = None        # full-resolution px (odd); None: automatic
     kernel_margin: float = 0.25           # a given size is widened by this fraction to estimate (Levin: docs/benchmarks.md)
+    kernel_floor: float = 0.035           # LS kernel entries below this fraction of the peak zeroed (Pan: 0.05)
     estimator: str = "l0"                 # coarse estimate: 'l0', 'blinddps' or 'both' (docs/photos.md: l0 measured best)
     preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
     steps: int | None = None              # its steps (None: the preset's)
@@ -67,6 +68,8 @@ class PhotoSettings:
         for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.kernel_floor < 1.0:
+            raise ValueError(f"kernel_floor must be in [0, 1), got {self.kernel_floor}")
         if not 0.0 <= self.kernel_margin <= 2.0:
             raise ValueError(f"kernel_margin must be in [0, 2], got {self.kernel_margin}")
         if not 0.0 < self.clip_level <= 1.0:
@@ -143,7 +146,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
                               estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
                               coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
                               seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
-                              kernel_margin=st.kernel_margin, progress=progress)
+                              kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor, progress=progress)
     if bar is not None:
         bar.update(1)
     k = est.kernel
