@@ -253,3 +253,15 @@ def test_levin_error_ratio_of_the_photo_pipeline(tmp_path):
     text, stats = levin_report(rows, ["tv_true", "photo", "photo_true"])
     assert stats["photo"]["error_ratio"] == pytest.approx(2.5) and stats["photo"]["ratio_le2"] == 0
     assert "photo pipeline" in text
+
+
+def test_both_estimator_forwards_every_option():
+    """'both' runs estimate_kernel twice: every option must reach both runs."""
+    import inspect
+
+    from blinddps.photo import kernel as K
+
+    src = inspect.getsource(K.estimate_kernel)
+    call = src.split("_estimate_both(")[1].split(")\n")[0]
+    names = [p for p in inspect.signature(K.estimate_kernel).parameters if p not in ("y01", "kernel_size", "estimator")]
+    assert [n for n in names if f"{n}=" not in call] == []

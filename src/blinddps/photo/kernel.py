@@ -163,16 +163,18 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     result is trimmed back to its support, never below ``kernel_size``).
     ``border_band``: the kernel's data term leaves out the window's edge band, where
     the scene past the window reaches in. ``kernel_floor``: each least-squares kernel's
-    entries below this fraction of its peak are zeroed (Pan's 5 % cut the faint tails
-    of recorded shake; 3.5 % and a final ``k_thresh`` of 30 measured best on Levin et
-    al.'s 32, docs/benchmarks.md)."""
+    entries below this fraction of its peak are zeroed, and the final kernel's below
+    1/``k_thresh`` (Pan: 5 % and 1/20; 3.5 % and 1/30 keep the faint tails of recorded
+    shake: better on Levin et al.'s 32 and the held-out-shake photos, worse on the Lai
+    set, docs/benchmarks.md)."""
     if estimator not in ("blinddps", "l0", "both"):
         raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {estimator!r}")
     if estimator == "both":
         return _estimate_both(y01, kernel_size, exclude=exclude, preset=preset, coarse_kernel=coarse_kernel,
                               coarse_region=coarse_region, region=region, refine_iters=refine_iters,
                               lambda_grad=lambda_grad, gamma=gamma, k_thresh=k_thresh, seed=seed, steps=steps,
-                              samples=samples, overrides=overrides, progress=progress, on_level=on_level)
+                              samples=samples, overrides=overrides, progress=progress, border_band=border_band,
+                              kernel_margin=kernel_margin, kernel_floor=kernel_floor, on_level=on_level)
     y01 = np.asarray(y01, dtype=np.float64)
     rgb = y01 if y01.ndim == 3 else y01[None]
     H, W = rgb.shape[-2:]

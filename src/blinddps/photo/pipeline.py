@@ -40,7 +40,7 @@ class PhotoSettings:
 
     kernel_size: int | None = None        # full-resolution px (odd); None: automatic
     kernel_margin: float = 0.25           # a given size is widened by this fraction to estimate (Levin: docs/benchmarks.md)
-    kernel_floor: float = 0.035           # LS kernel entries below this fraction of the peak zeroed (Pan: 0.05)
+    kernel_floor: float = 0.035           # LS kernel entries below this fraction of the peak zeroed (Pan: 0.05; docs/benchmarks.md)
     estimator: str = "l0"                 # coarse estimate: 'l0', 'blinddps' or 'both' (docs/photos.md: l0 measured best)
     preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
     steps: int | None = None              # its steps (None: the preset's)
