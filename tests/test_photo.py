@@ -265,3 +265,16 @@ def test_both_estimator_forwards_every_option():
     call = src.split("_estimate_both(")[1].split(")\n")[0]
     names = [p for p in inspect.signature(K.estimate_kernel).parameters if p not in ("y01", "kernel_size", "estimator")]
     assert [n for n in names if f"{n}=" not in call] == []
+
+
+def test_auto_pipeline_sends_levin_sized_images_to_the_photo_pipeline():
+    import argparse
+
+    from blinddps.cli import uses_photo_pipeline
+
+    auto = argparse.Namespace(pipeline="auto")
+    assert uses_photo_pipeline(auto, 255, 255)  # Levin et al.'s images: the photo pipeline measured far ahead
+    assert not uses_photo_pipeline(auto, 128, 128)  # small noisy crops: BlindDPS on the whole image
+    assert not uses_photo_pipeline(argparse.Namespace(pipeline="direct"), 1000, 1000)
+    assert uses_photo_pipeline(argparse.Namespace(pipeline="photo"), 64, 64)
+    assert uses_photo_pipeline(argparse.Namespace(pipeline="auto", photo_kernel_only=True), 128, 128)
