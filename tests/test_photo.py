@@ -278,3 +278,18 @@ def test_auto_pipeline_sends_levin_sized_images_to_the_photo_pipeline():
     assert not uses_photo_pipeline(argparse.Namespace(pipeline="direct"), 1000, 1000)
     assert uses_photo_pipeline(argparse.Namespace(pipeline="photo"), 64, 64)
     assert uses_photo_pipeline(argparse.Namespace(pipeline="auto", photo_kernel_only=True), 128, 128)
+
+
+def test_cli_kernel_floor_flag(tmp_path, capsys):
+    x = scene(200, 200, seed=8)
+    y = simulate_photo(x, line_kernel(9, 0.3, 7), noise=0.003)
+    src = tmp_path / "p.png"
+    Image.fromarray((y.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
+    assert main(["deblur", str(src), "--out", str(tmp_path / "bad"), "--kernel-floor", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "kernel_floor must be in [0, 1)" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+    assert main(["deblur", str(src), "--out", str(tmp_path / "o"), "--kernel-floor", "0.05", "--kernel-size", "9",
+                 "--threads", "1", "--quiet"]) == 0
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["pipeline"]["photo"]["kernel_floor"] == 0.05

@@ -338,6 +338,9 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
                         "undone and re-applied; the kernel is estimated from the recorded values either way)")
     g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
                    help="photo pipeline: keep clipped highlights in the data term (default: left out)")
+    g.add_argument("--kernel-floor", type=float, default=None, metavar="F",
+                   help="photo pipeline: kernel entries below F of the peak are zeroed while estimating (default "
+                        "0.035; 0.05 is safer for noisy, weakly textured photos, docs/photos.md)")
 
 
 def photo_settings(args: argparse.Namespace, cfg: dict):
@@ -350,6 +353,12 @@ def photo_settings(args: argparse.Namespace, cfg: dict):
                        clip_mask=args.clip_mask, steps=args.steps, samples=args.samples)
     if args.estimator is not None:
         st.estimator = args.estimator
+    if getattr(args, "kernel_floor", None) is not None:
+        st.kernel_floor = args.kernel_floor
+        try:
+            st.check()
+        except ValueError as e:
+            raise CLIError(f"--kernel-floor: {e}") from None
     if args.preset is not None:
         st.preset = args.preset
     overrides: dict[str, Any] = {}
