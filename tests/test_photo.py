@@ -287,7 +287,7 @@ def test_cli_kernel_floor_flag(tmp_path, capsys):
     Image.fromarray((y.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
     assert main(["deblur", str(src), "--out", str(tmp_path / "bad"), "--kernel-floor", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "kernel_floor must be in [0, 1)" in err and "Traceback" not in err
+    assert "--kernel-floor: expected a number in [0.0, 1.0)" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
     assert main(["deblur", str(src), "--out", str(tmp_path / "o"), "--kernel-floor", "0.05", "--kernel-size", "9",
                  "--threads", "1", "--quiet"]) == 0

@@ -198,15 +198,17 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def _float_in(lo: float | None, hi: float | None, lo_open: bool = False):
+def _float_in(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False):
     def parse(text: str) -> float:
         try:
             v = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi)
+        bad = (not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo))
+               or (hi is not None and (v >= hi if hi_open else v > hi)))
         if bad:
-            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            rng = (f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, "
+                   f"{hi if hi is not None else 'inf'}{')' if hi_open else ']'}")
             raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
         return v
 
@@ -338,7 +340,7 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
                         "undone and re-applied; the kernel is estimated from the recorded values either way)")
     g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
                    help="photo pipeline: keep clipped highlights in the data term (default: left out)")
-    g.add_argument("--kernel-floor", type=float, default=None, metavar="F",
+    g.add_argument("--kernel-floor", type=_float_in(0.0, 1.0, hi_open=True), default=None, metavar="F",
                    help="photo pipeline: kernel entries below F of the peak are zeroed while estimating (default "
                         "0.035; 0.05 is safer for noisy, weakly textured photos, docs/photos.md)")
 
@@ -355,10 +357,6 @@ def photo_settings(args: argparse.Namespace, cfg: dict):
         st.estimator = args.estimator
     if getattr(args, "kernel_floor", None) is not None:
         st.kernel_floor = args.kernel_floor
-        try:
-            st.check()
-        except ValueError as e:
-            raise CLIError(f"--kernel-floor: {e}") from None
     if args.preset is not None:
         st.preset = args.preset
     overrides: dict[str, Any] = {}

@@ -142,11 +142,15 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
             raise ValueError("deblur_photo: a known kernel must be finite, non-negative and not all zero")
         known = known / known.sum()
     with meter.stage("kernel"):
-        est = KernelEstimate(kernel=known, coarse=known, levels=[{"stage": "given"}]) if known is not None else estimate_kernel(est_in, st.kernel_size, exclude=clipped if clipped.any() and st.clip_mask_kernel else None,
-                              estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
-                              coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
-                              seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
-                              kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor, progress=progress)
+        if known is not None:
+            est = KernelEstimate(kernel=known, coarse=known, levels=[{"stage": "given"}])
+        else:
+            est = estimate_kernel(est_in, st.kernel_size,
+                                  exclude=clipped if clipped.any() and st.clip_mask_kernel else None,
+                                  estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
+                                  coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
+                                  seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
+                                  kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor, progress=progress)
     if bar is not None:
         bar.update(1)
     k = est.kernel
