@@ -16,7 +16,7 @@ from .operators import ImageWindow
 from .memory import check_memory
 from .presets import (build_operator, build_variables, check_override_keys, check_prior_shapes, load_preset, merge,
                       sampling_counts, validate_preset)
-from .sampling import IMAGE, proximal_options, sample, sample_proximal
+from .sampling import IMAGE, combine_samples, proximal_options, sample, sample_proximal
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Solution:
     ``num_samples > 1`` — and ``image_std`` its per-pixel standard deviation.
     ``params`` holds each estimated or fixed operator parameter in physical units
     (a kernel sums to 1): for ``num_samples > 1`` the mean over the samples, like the
-    image (a mean of kernels is still a kernel), with every sample's value in
+    image (a mean of kernels is still a kernel), or what the prior's ``combine`` rule
+    makes of them (``agreement``: blinddps.sampling.combine), with every sample's value in
     ``param_samples`` (B, num_samples, ...).
     """
 
@@ -233,7 +234,9 @@ def solve(
     for k, v in per_sample.items():  # image-sized unknowns (e.g. a tilt map): the measurement's frame too
         if v.dim() >= 4 and tuple(v.shape[-2:]) == padded_hw:
             per_sample[k] = v[..., offset[0] : offset[0] + H, offset[1] : offset[1] + W]
-    params = {k: v.mean(1) for k, v in per_sample.items()}
+    # each unknown's samples combined by its prior's rule (the plain mean unless the preset says)
+    params = {k: combine_samples(v, variables[k].combine if k in variables else "mean")
+              for k, v in per_sample.items()}
     for k, v in fixed_rep.items():
         params[k] = v
     t_end = time.perf_counter()

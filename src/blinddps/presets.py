@@ -638,6 +638,7 @@ def build_variables(
                 init=init,
                 data_weight=spec.get("data_weight", 0.0),
                 data_start=spec.get("data_start", 1.0),
+                combine=spec.get("combine", "mean"),
             )
         except (TypeError, ValueError) as exc:
             raise PresetError(f"prior {name!r}: {exc}") from None

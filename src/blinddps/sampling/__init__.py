@@ -1,7 +1,8 @@
 """The parallel sampler and its guidance."""
+from .combine import COMBINE_RULES, agreement_factor, combine_samples
 from .guidance import Regularizer, StepRule
 from .proximal import PROXIMAL_KEYS, proximal_options, sample_proximal
 from .sampler import IMAGE, SampleResult, Variable, sample
 
-__all__ = ["IMAGE", "PROXIMAL_KEYS", "Regularizer", "SampleResult", "StepRule", "Variable", "proximal_options",
+__all__ = ["COMBINE_RULES", "IMAGE", "PROXIMAL_KEYS", "Regularizer", "SampleResult", "StepRule", "agreement_factor", "combine_samples", "Variable", "proximal_options",
            "sample", "sample_proximal"]

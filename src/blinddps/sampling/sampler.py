@@ -45,6 +45,10 @@ class Variable:
     x̂0 ← (1−w)·x̂0 + w·from_physical(operator.estimate(...)). 0 = pure BlindDPS."""
     data_start: float = 1.0
     """Use the data estimate only for steps with i/N < data_start (i counts down)."""
+    combine: str = "mean"
+    """How the posterior samples of one measurement become its estimate (``solve``):
+    ``mean``, or ``agreement``, the part of the mean the samples agree on
+    (:mod:`blinddps.sampling.combine`)."""
 
     def __post_init__(self) -> None:
         for name in ("data_weight", "data_start"):
@@ -52,6 +56,10 @@ class Variable:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
             setattr(self, name, value)
+        from .combine import COMBINE_RULES
+
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}")
 
 
 @dataclass
