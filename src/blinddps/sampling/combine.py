@@ -23,6 +23,12 @@ import torch
 COMBINE_RULES = ("mean", "agreement")
 
 
+def check_combine_rule(rule: str) -> None:
+    """A one-line ValueError unless ``rule`` is one of :data:`COMBINE_RULES`."""
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}")
+
+
 def agreement_factor(samples: torch.Tensor) -> torch.Tensor:
     """α per measurement for ``samples`` (B, N, ...): (B,) in [0, 1]."""
     B, N = samples.shape[:2]
@@ -39,9 +45,8 @@ def agreement_factor(samples: torch.Tensor) -> torch.Tensor:
 
 def combine_samples(samples: torch.Tensor, rule: str = "mean") -> torch.Tensor:
     """One estimate per measurement from ``samples`` (B, N, ...) by ``rule``."""
+    check_combine_rule(rule)
     if rule == "mean":
         return samples.mean(1)
-    if rule == "agreement":
-        alpha = agreement_factor(samples)
-        return samples.mean(1) * alpha.view(-1, *([1] * (samples.dim() - 2)))
-    raise ValueError(f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}")
+    alpha = agreement_factor(samples)
+    return samples.mean(1) * alpha.view(-1, *([1] * (samples.dim() - 2)))

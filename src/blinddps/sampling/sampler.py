@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion import DiffusionSchedule
 from ..priors import DiffusionPrior, Prior, PriorOutput
+from .combine import check_combine_rule
 from .guidance import Regularizer, StepRule
 
 IMAGE = "image"
@@ -56,10 +57,7 @@ class Variable:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
             setattr(self, name, value)
-        from .combine import COMBINE_RULES
-
-        if self.combine not in COMBINE_RULES:
-            raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}")
+        check_combine_rule(self.combine)
 
 
 @dataclass
