@@ -255,16 +255,16 @@ def test_levin_error_ratio_of_the_photo_pipeline(tmp_path):
     assert "photo pipeline" in text
 
 
-def test_both_estimator_forwards_every_option():
-    """'both' runs estimate_kernel twice: every option must reach both runs."""
+def test_every_candidate_gets_every_option():
+    """Several candidates ('both', alt_floors) each run _estimate_one: every option of
+    estimate_kernel but the selection's own must reach it."""
     import inspect
 
     from blinddps.photo import kernel as K
 
-    src = inspect.getsource(K.estimate_kernel)
-    call = src.split("_estimate_both(")[1].split(")\n")[0]
-    names = [p for p in inspect.signature(K.estimate_kernel).parameters if p not in ("y01", "kernel_size", "estimator")]
-    assert [n for n in names if f"{n}=" not in call] == []
+    outer = set(inspect.signature(K.estimate_kernel).parameters) - {"alt_floors", "select_margin", "workers"}
+    inner = set(inspect.signature(K._estimate_one).parameters)
+    assert outer == inner
 
 
 def test_auto_pipeline_sends_levin_sized_images_to_the_photo_pipeline():
@@ -293,6 +293,16 @@ def test_cli_kernel_floor_flag(tmp_path, capsys):
                  "--threads", "1", "--quiet"]) == 0
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["pipeline"]["photo"]["kernel_floor"] == 0.05
+    assert s["pipeline"]["photo"]["alt_floors"] == [] and s["photo"]["choice"] is None  # one estimate
+    assert main(["deblur", str(src), "--out", str(tmp_path / "d"), "--kernel-size", "9", "--threads", "1",
+                 "--quiet"]) == 0
+    photo = json.loads((tmp_path / "d" / "summary.json").read_text())["photo"]
+    assert photo["alt_floors"] == [0.05]  # the default: two floors, the choice recorded
+    ch = photo["choice"]
+    assert ch["default"] == "l0@0.035" and set(ch["energies"]) == {"l0@0.035", "l0@0.05"}
+    assert ch["chosen"] in ch["energies"]
+    assert main(["deblur", str(src), "--out", str(tmp_path / "bad2"), "--alt-floors", "1.5", "--quiet"]) == 2
+    assert "--alt-floors: expected a number in [0.0, 1.0)" in capsys.readouterr().err
 
 
 def test_masked_kernel_step_padded_to_a_fast_size_is_exact():
@@ -313,3 +323,27 @@ def test_masked_kernel_step_padded_to_a_fast_size_is_exact():
     a = estimate_psf(bx, by, lx, ly, 2.0, (15, 15), mask=band)
     b = estimate_psf(bx, by, lx, ly, 2.0, (15, 15), mask=band, fast_pad=True)
     assert np.abs(a - b).max() < 1e-12 and mnc(a, k) > 0.9
+
+
+def test_select_kernel_keeps_the_default_unless_another_is_clearly_better():
+    from blinddps.photo.kernel import select_kernel
+
+    spreads = {"a": 10.0, "b": 9.0}
+    assert select_kernel({"a": 1.0, "b": 0.97}, spreads, "a", margin=0.05) == ("a", [])  # within the margin
+    assert select_kernel({"a": 1.0, "b": 0.90}, spreads, "a", margin=0.05) == ("b", [])
+    assert select_kernel({"a": 0.90, "b": 1.0}, spreads, "b", margin=0.05) == ("a", [])
+    # a near-delta kernel explains a blurred photo with the lowest energy: never chosen
+    assert select_kernel({"a": 1.0, "b": 0.5}, {"a": 10.0, "b": 2.0}, "a") == ("a", ["b"])
+    # ... not even when it is the default
+    assert select_kernel({"a": 0.5, "b": 1.0, "c": 0.9}, {"a": 2.0, "b": 10.0, "c": 9.0}, "a") == ("c", ["a"])
+
+
+def test_kernel_spread():
+    from blinddps.photo.kernel import kernel_spread
+
+    d = np.zeros((9, 9))
+    d[4, 4] = 1.0
+    assert kernel_spread(d) == 0.0
+    line = np.zeros((9, 9))
+    line[4, 2:7] = 1.0  # offsets -2..2: RMS sqrt(2)
+    assert kernel_spread(line) == pytest.approx(np.sqrt(2.0))

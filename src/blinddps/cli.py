@@ -341,8 +341,12 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-clip-mask", dest="clip_mask", action="store_false",
                    help="photo pipeline: keep clipped highlights in the data term (default: left out)")
     g.add_argument("--kernel-floor", type=_float_in(0.0, 1.0, hi_open=True), default=None, metavar="F",
-                   help="photo pipeline: kernel entries below F of the peak are zeroed while estimating (default "
-                        "0.035; 0.05 is safer for noisy, weakly textured photos, docs/photos.md)")
+                   help="photo pipeline: kernel entries below F of the peak are zeroed while estimating; given "
+                        "alone, the only floor (default: 0.035, and a second estimate at --alt-floors; the second "
+                        "replaces the first only if it explains the photo clearly better, docs/photos.md)")
+    g.add_argument("--alt-floors", type=_float_in(0.0, 1.0, hi_open=True), nargs="*", default=None, metavar="F",
+                   help="photo pipeline: further kernel floors, each a whole estimate of its own (default 0.05; "
+                        "none: one estimate, half the kernel stage's time)")
 
 
 def photo_settings(args: argparse.Namespace, cfg: dict):
@@ -357,6 +361,9 @@ def photo_settings(args: argparse.Namespace, cfg: dict):
         st.estimator = args.estimator
     if getattr(args, "kernel_floor", None) is not None:
         st.kernel_floor = args.kernel_floor
+        st.alt_floors = ()  # a floor asked for is the floor used ...
+    if getattr(args, "alt_floors", None) is not None:
+        st.alt_floors = tuple(args.alt_floors)  # ... unless alternatives are asked for too
     if args.preset is not None:
         st.preset = args.preset
     overrides: dict[str, Any] = {}

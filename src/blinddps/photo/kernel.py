@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,7 +30,13 @@ from ..baselines._common import rgb_to_luma
 from ..baselines.l0_blind import alternate_level, centre_kernel, downsample, estimate_kernel_l0, resize_kernel
 from .region import informative_region
 
-__all__ = ["KernelEstimate", "estimate_kernel", "odd", "levels_for", "trim_kernel", "trim_mass"]
+__all__ = ["COLLAPSE_SPREAD", "KernelEstimate", "SELECT_MARGIN", "estimate_kernel", "kernel_spread", "levels_for",
+           "odd", "select_kernel", "trim_kernel", "trim_mass"]
+
+# select_kernel: another candidate replaces the default only if its energy is this fraction lower; a candidate
+# narrower than this fraction of the widest one is a collapse (docs/benchmarks.md, "Choosing the floor")
+SELECT_MARGIN = 0.1
+COLLAPSE_SPREAD = 0.5
 
 
 def odd(n: float) -> int:
@@ -150,7 +156,9 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
                     coarse_region: int = 160, region: int = 1024, refine_iters: int = 8, lambda_grad: float = 4e-3,
                     gamma: float = 2.0, k_thresh: float = 30.0, kernel_floor: float = 0.035, seed: int = 0, steps: int | None = None,
                     samples: int | None = None, overrides: dict | None = None, progress: bool = False,
-                    border_band: bool = True, kernel_margin: float = 0.25, on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
+                    border_band: bool = True, kernel_margin: float = 0.25, alt_floors: Sequence[float] = (),
+                    select_margin: float = SELECT_MARGIN, workers: int = 1,
+                    on_level: Callable[[dict], None] | None = None) -> KernelEstimate:
     """The blur kernel of ``y01`` (``(C, H, W)`` or ``(H, W)`` in [0, 1]); see the module
     docstring. ``kernel_size``: in full-resolution pixels (odd; even sizes are rounded
     up); ``None`` guesses a generous size (a tenth of the longer side, 15..151) and
@@ -166,15 +174,31 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     entries below this fraction of its peak are zeroed, and the final kernel's below
     1/``k_thresh`` (Pan: 5 % and 1/20; 3.5 % and 1/30 keep the faint tails of recorded
     shake: better on Levin et al.'s 32 and the held-out-shake photos, worse on the Lai
-    set, docs/benchmarks.md)."""
+    set, docs/benchmarks.md). ``alt_floors``: further floors, each a whole estimate of
+    its own; :func:`select_kernel` keeps the first candidate (``estimator`` at
+    ``kernel_floor``; with ``'both'``, L0's) unless another explains the photo clearly
+    better. ``workers``: candidates estimated at once (threads)."""
     if estimator not in ("blinddps", "l0", "both"):
         raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {estimator!r}")
-    if estimator == "both":
-        return _estimate_both(y01, kernel_size, exclude=exclude, preset=preset, coarse_kernel=coarse_kernel,
-                              coarse_region=coarse_region, region=region, refine_iters=refine_iters,
-                              lambda_grad=lambda_grad, gamma=gamma, k_thresh=k_thresh, seed=seed, steps=steps,
-                              samples=samples, overrides=overrides, progress=progress, border_band=border_band,
-                              kernel_margin=kernel_margin, kernel_floor=kernel_floor, on_level=on_level)
+    floors = list(dict.fromkeys([float(kernel_floor), *map(float, alt_floors)]))
+    estimators = ["l0", "blinddps"] if estimator == "both" else [estimator]
+    plan = [(e, f) for e in estimators for f in floors]
+    kw = dict(exclude=exclude, preset=preset, coarse_kernel=coarse_kernel, coarse_region=coarse_region,
+              region=region, refine_iters=refine_iters, lambda_grad=lambda_grad, gamma=gamma, k_thresh=k_thresh,
+              seed=seed, steps=steps, samples=samples, overrides=overrides, progress=progress,
+              border_band=border_band, kernel_margin=kernel_margin, on_level=on_level)
+    if len(plan) == 1:
+        return _estimate_one(y01, kernel_size, estimator=estimator, kernel_floor=floors[0], **kw)
+    return _estimate_candidates(y01, kernel_size, plan, select_margin=select_margin, workers=workers, **kw)
+
+
+def _estimate_one(y01: np.ndarray, kernel_size: int | None, *, exclude: np.ndarray | None, estimator: str,
+                  preset: str | dict, coarse_kernel: int, coarse_region: int, region: int, refine_iters: int,
+                  lambda_grad: float, gamma: float, k_thresh: float, kernel_floor: float, seed: int,
+                  steps: int | None, samples: int | None, overrides: dict | None, progress: bool,
+                  border_band: bool, kernel_margin: float,
+                  on_level: Callable[[dict], None] | None) -> KernelEstimate:
+    """One candidate: ``estimator`` at ``kernel_floor`` (see :func:`estimate_kernel`)."""
     y01 = np.asarray(y01, dtype=np.float64)
     rgb = y01 if y01.ndim == 3 else y01[None]
     H, W = rgb.shape[-2:]
@@ -244,23 +268,66 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     return KernelEstimate(kernel=k / k.sum(), coarse=coarse, levels=levels, seconds=timings)
 
 
-def _estimate_both(y01: np.ndarray, kernel_size: int | None, **kw: Any) -> KernelEstimate:
-    """Both coarse estimators, each refined; the kernel with the lower
-    :func:`kernel_energy` on the finest level's window wins."""
-    cands = {name: estimate_kernel(y01, kernel_size, estimator=name, **kw) for name in ("l0", "blinddps")}
+def kernel_spread(k: np.ndarray) -> float:
+    """RMS distance of ``k``'s mass from its centroid, px (a delta: 0)."""
+    k = np.asarray(k, dtype=np.float64)
+    k = k / k.sum()
+    yy, xx = np.mgrid[:k.shape[0], :k.shape[1]]
+    my, mx = float((k * yy).sum()), float((k * xx).sum())
+    return float(np.sqrt((k * ((yy - my) ** 2 + (xx - mx) ** 2)).sum()))
+
+
+def select_kernel(energies: dict[str, float], spreads: dict[str, float], default: str,
+                  margin: float = SELECT_MARGIN, collapse: float = COLLAPSE_SPREAD) -> tuple[str, list[str]]:
+    """Which candidate kernel a photo keeps: ``default`` unless another's
+    :func:`kernel_energy` is more than ``margin`` (a fraction) below the default's.
+    Candidates whose spread is below ``collapse`` of the widest one's are never chosen
+    (the energy of a blurred photo is lowest for a near-delta kernel, the no-blur
+    explanation: Levin et al. 2009); if the default is one of them, the lowest energy
+    of the others wins. Returns the choice and the excluded candidates."""
+    widest = max(spreads.values())
+    excluded = [n for n, s in spreads.items() if s < collapse * widest]
+    ok = [n for n in energies if n not in excluded]
+    best = min(ok, key=energies.get)
+    if default in ok and energies[best] >= (1.0 - margin) * energies[default]:
+        best = default
+    return best, excluded
+
+
+def _estimate_candidates(y01: np.ndarray, kernel_size: int | None, plan: list[tuple[str, float]], *,
+                         select_margin: float, workers: int, **kw: Any) -> KernelEstimate:
+    """Every (estimator, floor) of ``plan`` estimated (``workers`` at once) and refined;
+    :func:`select_kernel` on the finest level's window picks one (the first is the default)."""
+    names = [est if len({e for e, _ in plan}) > 1 and len({f for _, f in plan}) == 1 else f"{est}@{floor:g}"
+             for est, floor in plan]
+
+    def run(item: tuple[str, float]) -> KernelEstimate:
+        est, floor = item
+        return _estimate_one(y01, kernel_size, estimator=est, kernel_floor=floor, **kw)
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(plan))) as pool:
+            results = list(pool.map(run, plan))
+    else:
+        results = [run(item) for item in plan]
+    cands = dict(zip(names, results))
     t0 = time.perf_counter()
     gray = _luminance(y01)
     exclude = kw.get("exclude")
-    energies = {}
+    energies, spreads = {}, {}
     for name, est in cands.items():
         box = tuple(est.levels[-1]["region"])
         w = None if exclude is None else (~_crop(exclude, box)).astype(np.float32)
         energies[name] = kernel_energy(_crop(gray, box), est.kernel, weight=w)
-    best = min(energies, key=energies.get)
+        spreads[name] = kernel_spread(est.kernel)
+    best, excluded = select_kernel(energies, spreads, names[0], select_margin)
     out = cands[best]
     out.levels = [dict(lv, candidate=name) for name, est in cands.items() for lv in est.levels]
     out.seconds = {k: sum(e.seconds.get(k, 0.0) for e in cands.values()) for k in ("coarse_s", "refine_s")}
     out.seconds["select_s"] = time.perf_counter() - t0
-    out.choice = {"chosen": best, "energies": energies}
+    out.choice = {"chosen": best, "default": names[0], "energies": energies, "spreads": spreads,
+                  "collapsed": excluded, "margin": select_margin}
     out.candidates = {name: est.kernel for name, est in cands.items()}
     return out

@@ -18,7 +18,7 @@ records every choice and ``timings['stages']`` each stage's seconds and peak mem
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from ..baselines._common import valid_correlate
 from .color import clipped_mask, linear_to_srgb, srgb_to_linear
 from .deconvolve import deconvolve
-from .kernel import KernelEstimate, estimate_kernel
+from .kernel import SELECT_MARGIN, KernelEstimate, estimate_kernel
 from .stages import StageMeter
 
 __all__ = ["PhotoSettings", "deblur_photo", "valid_residual_rms"]
@@ -41,6 +41,8 @@ class PhotoSettings:
     kernel_size: int | None = None        # full-resolution px (odd); None: automatic
     kernel_margin: float = 0.25           # a given size is widened by this fraction to estimate (Levin: docs/benchmarks.md)
     kernel_floor: float = 0.035           # LS kernel entries below this fraction of the peak zeroed (Pan: 0.05; docs/benchmarks.md)
+    alt_floors: tuple[float, ...] = (0.05,)  # further floors, each a whole estimate; one replaces the default only
+    select_margin: float = SELECT_MARGIN  # ... if its energy is this fraction lower (docs/photos.md, "Two floors")
     estimator: str = "l0"                 # coarse estimate: 'l0', 'blinddps' or 'both' (docs/photos.md: l0 measured best)
     preset: str = "motion_fast"           # BlindDPS preset for the coarse estimate
     steps: int | None = None              # its steps (None: the preset's)
@@ -68,8 +70,11 @@ class PhotoSettings:
         for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.kernel_floor < 1.0:
-            raise ValueError(f"kernel_floor must be in [0, 1), got {self.kernel_floor}")
+        for f in (self.kernel_floor, *self.alt_floors):
+            if not 0.0 <= f < 1.0:
+                raise ValueError(f"kernel floors must be in [0, 1), got {f}")
+        if not 0.0 <= self.select_margin < 1.0:
+            raise ValueError(f"select_margin must be in [0, 1), got {self.select_margin}")
         if not 0.0 <= self.kernel_margin <= 2.0:
             raise ValueError(f"kernel_margin must be in [0, 2], got {self.kernel_margin}")
         if not 0.0 < self.clip_level <= 1.0:
@@ -108,6 +113,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
     st = settings or PhotoSettings()
     if kw:
         st = PhotoSettings(**{**asdict(st), **kw})
+    st = replace(st, alt_floors=tuple(float(f) for f in st.alt_floors))
     st.check()
     t_start = time.perf_counter()
     meter = StageMeter()
@@ -150,7 +156,9 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
                                   estimator=st.estimator, preset=st.preset, coarse_kernel=st.coarse_kernel,
                                   coarse_region=st.coarse_region, region=st.region, refine_iters=st.refine_iters,
                                   seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
-                                  kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor, progress=progress)
+                                  kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor,
+                                  alt_floors=st.alt_floors, select_margin=st.select_margin,
+                                  workers=max(1, torch.get_num_threads()), progress=progress)
     if bar is not None:
         bar.update(1)
     k = est.kernel
