@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                     if args.refine_iters:
                         kw["refine_iters"] = args.refine_iters
                     sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=k_true.shape[0],
-                                       linear_light=False, steps=args.steps, **kw)
+                                       linear_light=False, steps=args.steps, workers=args.threads, **kw)
                     x = (sol.image[0].numpy().astype(np.float64) + 1) / 2
                     k_est = sol.params["kernel"][0, 0].numpy().astype(np.float64)
                 sec = time.perf_counter() - t0

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             continue
         y, info = read_image(f)
         kw = {"estimator": args.estimator} if args.estimator else {}
-        sol = deblur_photo(y[0], kernel_size=args.kernel_size, **kw)
+        sol = deblur_photo(y[0], kernel_size=args.kernel_size, workers=1, **kw)
         k = sol.params["kernel"][0, 0].numpy()
         figure((y[0].numpy() + 1) / 2, (sol.image[0].numpy() + 1) / 2, k, Path(args.figures) / f"{f.stem}.jpg")
         r = {"name": f.stem, "set": f.parent.name, "size": [info.width, info.height], "kernel_px": int(k.shape[0]),

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         w = (~clipped_c).astype(np.float32) if use_mask else None
         out[("true kernel", use_mask)] = (linear_to_srgb(np.clip(deconvolve(lin, k, weight=w), 0, 1)), None)
         sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=K, estimator=args.estimator,
-                           clip_mask=use_mask, clip_mask_kernel=use_mask and args.mask_kernel)
+                           clip_mask=use_mask, clip_mask_kernel=use_mask and args.mask_kernel, workers=1)
         out[("pipeline", use_mask)] = ((sol.image[0].numpy().astype(np.float64) + 1) / 2,
                                        float(mnc(sol.params["kernel"][0, 0].numpy().astype(np.float64), k)))
     print(f"saturated_03, gain {args.gain}, lights x{args.highlights}: {clipped_c.mean() * 100:.2f} % of values clipped "

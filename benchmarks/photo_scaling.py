@@ -39,7 +39,7 @@ def one(mp: float, estimator: str, threads: int) -> dict:
     k = camera_shake_kernels(1, size=K, extent=(0.8, 0.9), generator=torch.Generator().manual_seed(7))[0, 0]
     y = simulate_photo(tiled, k.double().numpy(), noise=0.01)
     del tiled
-    sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=estimator, kernel_size=K)
+    sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=estimator, kernel_size=K, workers=threads)
     st = sol.timings["stages"]
     return {"megapixels": y.shape[1] * y.shape[2] / 1e6, "shape": list(y.shape[1:]), "total_s": sol.timings["total_s"],
             "kernel_s": st["kernel"]["seconds"], "restore_s": st["restore"]["seconds"],

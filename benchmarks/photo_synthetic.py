@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             else:
                 kw = {"refine_iters": args.refine_iters} if args.refine_iters else {}
                 sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=args.size,
-                                   seed=args.seed, **kw)
+                                   seed=args.seed, workers=args.threads, **kw)
                 xe = (sol.image[0].numpy().astype(np.float64) + 1) / 2
                 k_est = sol.params["kernel"][0, 0].numpy().astype(np.float64)
                 peak = sol.timings["peak_rss_mb"]

@@ -347,3 +347,18 @@ def test_kernel_spread():
     line = np.zeros((9, 9))
     line[4, 2:7] = 1.0  # offsets -2..2: RMS sqrt(2)
     assert kernel_spread(line) == pytest.approx(np.sqrt(2.0))
+
+
+def test_kernel_candidates_in_threads_give_the_sequential_result():
+    from blinddps.photo.pipeline import PhotoSettings, candidate_workers
+
+    x = scene(200, 200, seed=8)
+    y = torch.from_numpy(2 * simulate_photo(x, line_kernel(9, 0.3, 7), noise=0.003) - 1).float()
+    one = deblur_photo(y, kernel_size=9, workers=1)
+    two = deblur_photo(y, kernel_size=9, workers=2)
+    assert torch.equal(one.params["kernel"], two.params["kernel"]) and torch.equal(one.image, two.image)
+    assert set(one.param_samples) == {"kernel:l0@0.035", "kernel:l0@0.05"}
+    assert one.settings["photo"]["choice"] == two.settings["photo"]["choice"]
+    assert candidate_workers(PhotoSettings(workers=3)) == 3
+    with pytest.raises(ValueError, match="workers"):
+        deblur_photo(y, workers=0)

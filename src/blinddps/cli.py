@@ -359,6 +359,8 @@ def photo_settings(args: argparse.Namespace, cfg: dict):
                        clip_mask=args.clip_mask, steps=args.steps, samples=args.samples)
     if args.estimator is not None:
         st.estimator = args.estimator
+    if getattr(args, "threads", None):
+        st.workers = int(args.threads)  # threads asked for bound the kernel candidates too
     if getattr(args, "kernel_floor", None) is not None:
         st.kernel_floor = args.kernel_floor
         st.alt_floors = ()  # a floor asked for is the floor used ...
@@ -1620,7 +1622,7 @@ def _demo_photo(d: Path, args: argparse.Namespace) -> dict:
     print(f"demo: a {size}x{size} photo with {K}-px camera shake (held-out family), linear light, real borders, "
           "8-bit, through the photo pipeline ...", flush=True)
     sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), kernel_size=K, seed=args.seed, steps=args.steps,
-                       progress=_progress_ok(args.quiet))
+                       workers=args.threads or None, progress=_progress_ok(args.quiet))
     x = (sol.image[0].numpy().astype(np.float64) + 1) / 2
     k_est = sol.params["kernel"][0, 0].double()
     res = {"size": [size, size], "kernel_px": K, "settings": sol.settings["photo"],

@@ -17,6 +17,7 @@ records every choice and ``timings['stages']`` each stage's seconds and peak mem
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -30,7 +31,7 @@ from .deconvolve import deconvolve
 from .kernel import SELECT_MARGIN, KernelEstimate, estimate_kernel
 from .stages import StageMeter
 
-__all__ = ["PhotoSettings", "deblur_photo", "valid_residual_rms"]
+__all__ = ["PhotoSettings", "candidate_workers", "deblur_photo", "valid_residual_rms"]
 
 
 @dataclass
@@ -59,6 +60,9 @@ class PhotoSettings:
     tv_weight: float | None = None        # full-resolution TV weight (None: from the noise)
     deconv_iters: int = 80                # ADMM iterations of the full-resolution restoration
     tile_pixels: int = 2**21              # restoration tile size (core pixels)
+    workers: int | None = None            # candidate estimates at once (threads); None: the machine's cores with
+    #                                       the L0 estimator (numpy/scipy release the GIL and do not spin), torch's
+    #                                       thread count when BlindDPS runs in them
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)  # preset overrides of the coarse estimate
 
@@ -67,6 +71,8 @@ class PhotoSettings:
             raise ValueError(f"estimator must be 'blinddps', 'l0' or 'both', got {self.estimator!r}")
         if self.kernel_size is not None and self.kernel_size < 3:
             raise ValueError(f"kernel_size must be at least 3, got {self.kernel_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be positive, got {self.workers}")
         for name in ("coarse_kernel", "coarse_region", "region", "refine_iters", "deconv_iters", "tile_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -79,6 +85,15 @@ class PhotoSettings:
             raise ValueError(f"kernel_margin must be in [0, 2], got {self.kernel_margin}")
         if not 0.0 < self.clip_level <= 1.0:
             raise ValueError(f"clip_level must be in (0, 1], got {self.clip_level}")
+
+
+def candidate_workers(st: PhotoSettings) -> int:
+    """Threads for the kernel candidates (``st.workers``, or see :class:`PhotoSettings`)."""
+    if st.workers is not None:
+        return st.workers
+    if st.estimator == "l0":
+        return os.cpu_count() or 1
+    return max(1, torch.get_num_threads())
 
 
 def valid_residual_rms(y: np.ndarray, x: np.ndarray, k: np.ndarray, weight: np.ndarray | None = None) -> float:
@@ -158,7 +173,7 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
                                   seed=st.seed, steps=st.steps, samples=st.samples, overrides=st.overrides or None,
                                   kernel_margin=st.kernel_margin, kernel_floor=st.kernel_floor,
                                   alt_floors=st.alt_floors, select_margin=st.select_margin,
-                                  workers=max(1, torch.get_num_threads()), progress=progress)
+                                  workers=candidate_workers(st), progress=progress)
     if bar is not None:
         bar.update(1)
     k = est.kernel
