@@ -470,8 +470,9 @@ def _add_demo(sub) -> argparse.ArgumentParser:
                    help="posterior samples averaged per photo (default: the preset's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S", help="random seed (kernels, noise, sampler)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
-                   help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="CPU threads (default: 1 for torch, 1 is fastest on a busy 2-core machine, and the "
+                        "machine's cores for the photo part's two kernel estimates, which run side by side)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds other results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
@@ -1519,7 +1520,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     from .simulate import motion_kernels
 
     t_start = _T0
-    _set_threads(args.threads)
+    _set_threads(args.threads or 1)
     cfg = load_preset(DEMO_SOLVER_PRESET)
     _check_shipped(cfg)
     # the demo replaces its own files (`make demo` must run again), but not another command's result

@@ -301,9 +301,18 @@ def _estimate_candidates(y01: np.ndarray, kernel_size: int | None, plan: list[tu
     names = [est if len({e for e, _ in plan}) > 1 and len({f for _, f in plan}) == 1 else f"{est}@{floor:g}"
              for est, floor in plan]
 
-    def run(item: tuple[str, float]) -> KernelEstimate:
+    gray = _luminance(y01)
+    exclude = kw.get("exclude")
+
+    def run(item: tuple[str, float]) -> tuple[KernelEstimate, float, float]:
         est, floor = item
-        return _estimate_one(y01, kernel_size, estimator=est, kernel_floor=floor, **kw)
+        e = _estimate_one(y01, kernel_size, estimator=est, kernel_floor=floor, **kw)
+        t0 = time.perf_counter()
+        box = tuple(e.levels[-1]["region"])
+        w = None if exclude is None else (~_crop(exclude, box)).astype(np.float32)
+        energy = kernel_energy(_crop(gray, box), e.kernel, weight=w)
+        e.seconds["select_s"] = time.perf_counter() - t0
+        return e, energy, kernel_spread(e.kernel)
 
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -312,21 +321,13 @@ def _estimate_candidates(y01: np.ndarray, kernel_size: int | None, plan: list[tu
             results = list(pool.map(run, plan))
     else:
         results = [run(item) for item in plan]
-    cands = dict(zip(names, results))
-    t0 = time.perf_counter()
-    gray = _luminance(y01)
-    exclude = kw.get("exclude")
-    energies, spreads = {}, {}
-    for name, est in cands.items():
-        box = tuple(est.levels[-1]["region"])
-        w = None if exclude is None else (~_crop(exclude, box)).astype(np.float32)
-        energies[name] = kernel_energy(_crop(gray, box), est.kernel, weight=w)
-        spreads[name] = kernel_spread(est.kernel)
+    cands = {n: r[0] for n, r in zip(names, results)}
+    energies = {n: r[1] for n, r in zip(names, results)}
+    spreads = {n: r[2] for n, r in zip(names, results)}
     best, excluded = select_kernel(energies, spreads, names[0], select_margin)
     out = cands[best]
     out.levels = [dict(lv, candidate=name) for name, est in cands.items() for lv in est.levels]
-    out.seconds = {k: sum(e.seconds.get(k, 0.0) for e in cands.values()) for k in ("coarse_s", "refine_s")}
-    out.seconds["select_s"] = time.perf_counter() - t0
+    out.seconds = {k: sum(e.seconds.get(k, 0.0) for e in cands.values()) for k in ("coarse_s", "refine_s", "select_s")}
     out.choice = {"chosen": best, "default": names[0], "energies": energies, "spreads": spreads,
                   "collapsed": excluded, "margin": select_margin}
     out.candidates = {name: est.kernel for name, est in cands.items()}
