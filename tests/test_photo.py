@@ -209,8 +209,10 @@ def test_cli_photo_pipeline_large_kernel(tmp_path, capsys):
     src = tmp_path / "shake.png"
     Image.fromarray((y.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
     out = tmp_path / "o"
+    # --no-fallback: this photo's estimate fails the restoration check (7 dB against 17 blurry), and this test
+    # is about the plumbing of a kernel larger than the prior's window
     argv = ["deblur", str(src), "--out", str(out), "--kernel-size", "41", "--estimator", "l0", "--threads", "1",
-            "--quiet"]
+            "--no-fallback", "--quiet"]
     assert main(argv) == 0
     ker = np.load(out / "kernel.npy")
     # estimated with a 25 % margin (53 px), trimmed back to what holds 99 % of the mass
@@ -362,3 +364,42 @@ def test_kernel_candidates_in_threads_give_the_sequential_result():
     assert candidate_workers(PhotoSettings(workers=3)) == 3
     with pytest.raises(ValueError, match="workers"):
         deblur_photo(y, workers=0)
+
+
+def test_saturation_gain():
+    from blinddps.photo import saturation_gain
+
+    y = np.full((1, 10, 10), 0.5)
+    out = y.copy()
+    out[0, :5] = 1.0  # half the frame blown out
+    assert saturation_gain(y, out) == pytest.approx(0.5)
+    assert saturation_gain(out, out) == 0.0
+
+
+def test_a_restoration_that_fails_its_check_falls_back_to_the_input(tmp_path, capsys):
+    """A 32-px kernel on a noisy 128x128 photo: the estimate is noise and the restoration
+    blotches (measured: 0.28-0.57 of the frame newly clipped). The output is then the
+    input, the kernel a delta, with a warning; --no-fallback keeps the restoration."""
+    import warnings
+
+    x = scene(159, 159, seed=3)
+    y = simulate_photo(x, line_kernel(31, 0.7, 27), noise=0.04)
+    yt = torch.from_numpy(2 * y - 1).float()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        sol = deblur_photo(yt, kernel_size=31, workers=1)
+    fb = sol.settings["photo"]["fallback"]
+    assert fb is not None and fb["used"] == "input" and min(fb["saturation_gain"].values()) > 0.25
+    assert any("input unchanged" in str(m.message) for m in w)
+    assert torch.allclose(sol.image[0], yt.clamp(-1, 1), atol=1e-6)
+    k = sol.params["kernel"][0, 0]
+    assert k.sum() == 1 and k.max() == 1  # a delta
+    kept = deblur_photo(yt, kernel_size=31, workers=1, fallback=False)
+    assert kept.settings["photo"]["fallback"] is None and (kept.image[0] - yt).abs().max() > 0.5
+    src = tmp_path / "p.png"
+    Image.fromarray((y.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(src)
+    with pytest.warns(RuntimeWarning, match="the output is the input unchanged"):
+        assert main(["deblur", str(src), "--out", str(tmp_path / "o"), "--kernel-size", "31", "--pipeline", "photo",
+                     "--threads", "1", "--quiet"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["photo"]["fallback"]["used"] == "input"

@@ -344,6 +344,10 @@ def _add_photo_options(p: argparse.ArgumentParser) -> None:
                    help="photo pipeline: kernel entries below F of the peak are zeroed while estimating; given "
                         "alone, the only floor (default: 0.035, and a second estimate at --alt-floors; the second "
                         "replaces the first only if it explains the photo clearly better, docs/photos.md)")
+    g.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="photo pipeline: keep a restoration that fails its check (a quarter of the frame more at "
+                        "black/white than the input: a noise-like kernel); default: try the other kernel "
+                        "candidate, else write the input unchanged with a warning")
     g.add_argument("--alt-floors", type=_float_in(0.0, 1.0, hi_open=True), nargs="*", default=None, metavar="F",
                    help="photo pipeline: further kernel floors, each a whole estimate of its own (default 0.05; "
                         "none: one estimate, half the kernel stage's time)")
@@ -356,7 +360,8 @@ def photo_settings(args: argparse.Namespace, cfg: dict):
     from .photo.pipeline import PhotoSettings
 
     st = PhotoSettings(kernel_size=args.kernel_size, seed=args.seed, linear_light=args.linear_light,
-                       clip_mask=args.clip_mask, steps=args.steps, samples=args.samples)
+                       clip_mask=args.clip_mask, steps=args.steps, samples=args.samples,
+                       fallback=getattr(args, "fallback", True))
     if args.estimator is not None:
         st.estimator = args.estimator
     if getattr(args, "threads", None):
