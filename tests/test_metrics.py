@@ -137,3 +137,37 @@ def test_lpips_available_reports_reason():
     assert isinstance(ok, bool) and isinstance(reason, str) and reason
     if importlib.util.find_spec("lpips") is None:
         assert not ok and "lpips" in reason
+
+
+def _best_shift_direct(e, r, m):
+    """Every shift compared pixel by pixel (what _best_shift must agree with)."""
+    H, W = r.shape[:2]
+    rc = r[m:H - m, m:W - m]
+    best, best_mse = (0, 0), np.inf
+    for dy in range(-m, m + 1):
+        for dx in range(-m, m + 1):
+            mse = float(np.mean((e[m + dy:H - m + dy, m + dx:W - m + dx] - rc) ** 2))
+            if mse < best_mse - 1e-15 or (abs(mse - best_mse) <= 1e-15 and abs(dy) + abs(dx) < abs(best[0]) + abs(best[1])):
+                best, best_mse = (dy, dx), mse
+    return best
+
+
+def test_best_shift_agrees_with_the_direct_search():
+    from blinddps.evaluation.metrics import _best_shift
+
+    rng = np.random.default_rng(0)
+    base = ndimage_smooth(rng.random((70, 80, 3)))
+    for dy, dx in [(0, 0), (3, -2), (-5, 5), (1, 4)]:
+        e = np.roll(base, (dy, dx), axis=(0, 1)) + 0.01 * rng.standard_normal(base.shape)
+        assert _best_shift(e, base, 6) == _best_shift_direct(e, base, 6) == (dy, dx)
+    flat = np.full((40, 40, 1), 0.3)
+    assert _best_shift(flat, flat, 5) == _best_shift_direct(flat, flat, 5) == (0, 0)  # ties: the smallest shift
+    for _ in range(5):  # unrelated images: whatever the best shift is, the same one
+        a, b = rng.random((50, 60)), rng.random((50, 60))
+        assert _best_shift(a, b, 4) == _best_shift_direct(a, b, 4)
+
+
+def ndimage_smooth(a):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(a, (1.5, 1.5, 0))
