@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/photo_synthetic")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--refine-iters", type=int, default=None, help="alternations per refinement level")
+    ap.add_argument("--alt-floors", type=float, nargs="*", default=None,
+                    help="further kernel floors (default: the pipeline's; none: one estimate)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sc = scenes(args.upscale)
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
                 xe, k_est, peak, cands = y, None, None, {}
             else:
                 kw = {"refine_iters": args.refine_iters} if args.refine_iters else {}
+                if args.alt_floors is not None:
+                    kw["alt_floors"] = tuple(args.alt_floors)
                 sol = deblur_photo(torch.from_numpy(2 * y - 1).float(), estimator=est, kernel_size=args.size,
                                    seed=args.seed, workers=args.threads, **kw)
                 xe = (sol.image[0].numpy().astype(np.float64) + 1) / 2
