@@ -13,6 +13,9 @@
    image and a least-squares kernel on gradients, thresholded, pruned to its main
    connected components and re-centred (:func:`blinddps.baselines.l0_blind.alternate_level`);
    clipped pixels are left out of the kernel's data term.
+5. With several candidates (``alt_floors``, ``estimator='both'``) every one is estimated
+   (in threads) and :func:`select_kernel` keeps the first unless another's
+   :func:`kernel_energy` is clearly lower, never a collapsed one.
 
 Everything here works on the luminance, in whatever light the caller gives (linear
 light for camera data, :mod:`.pipeline`).
@@ -165,7 +168,7 @@ def estimate_kernel(y01: np.ndarray, kernel_size: int | None = None, *, exclude:
     trims it to the coarse estimate's support. ``exclude``: ``(H, W)`` bool of pixels
     that must not inform the estimate (clipped). ``estimator``: ``'blinddps'`` (with
     ``preset``, ``steps``, ``samples``, ``seed``, preset ``overrides``), ``'l0'``, or
-    ``'both'`` (each refined; the lower :func:`kernel_energy` wins). ``kernel_margin``:
+    ``'both'`` (each refined; L0's kernel unless BlindDPS's is clearly better, :func:`select_kernel`). ``kernel_margin``:
     a given size is widened by this fraction for the estimate (a kernel whose mass is
     off its box's centre, or a size guessed a little small, is otherwise cut off; the
     result is trimmed back to its support, never below ``kernel_size``).
