@@ -247,7 +247,8 @@ def _check_restoration(y01: np.ndarray, work: np.ndarray, est: KernelEstimate, k
         return k, x, out01, None
     record: dict[str, Any] = {"limit": limit, "saturation_gain": {(est.choice or {}).get("chosen", "kernel"): gain}}
     ch = est.choice or {}
-    others = [n for n in sorted(ch.get("energies", {}), key=ch["energies"].get)
+    energies = ch.get("energies", {})  # none with a single candidate
+    others = [n for n in sorted(energies, key=energies.get)
               if n != ch.get("chosen") and n not in ch.get("collapsed", [])]
     for name in others:
         kk = est.candidates[name]
