@@ -115,12 +115,12 @@ def _best_shift(e: np.ndarray, r: np.ndarray, m: int) -> tuple[int, int]:
     e2 = sat[h:h + n, w:w + n] - sat[:n, w:w + n] - sat[h:h + n, :n] + sat[:n, :n]
     # cross term sum(e[i+dy, j+dx] * rc[i, j]) for every shift: a circular correlation of e with rc placed at
     # offset m in an HxW frame, which never wraps for |dy|, |dx| <= m
-    from scipy import fft as sfft
+    from ..baselines._common import irfft2, rfft2
 
     rpad = np.zeros_like(e3)
     rpad[m:H - m, m:W - m] = r3
-    full = sfft.irfft2(sfft.rfft2(e3, axes=(0, 1)) * np.conj(sfft.rfft2(rpad, axes=(0, 1))), s=(H, W),
-                       axes=(0, 1)).sum(axis=-1)
+    ec, rp = e3.transpose(2, 0, 1), rpad.transpose(2, 0, 1)  # channels first: the FFTs run over the last two axes
+    full = irfft2(rfft2(ec) * np.conj(rfft2(rp)), (H, W)).sum(axis=0)
     cross = np.roll(full, (m, m), axis=(0, 1))[:n, :n]  # index (dy + m, dx + m)
     sse = e2 - 2.0 * cross  # + sum(rc^2), the same for every shift
     tol = 1e-7 * (float(np.abs(e2).max()) + float((r3 * r3).sum())) + 1e-12

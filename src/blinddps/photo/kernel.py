@@ -272,12 +272,12 @@ def _estimate_one(y01: np.ndarray, kernel_size: int | None, *, exclude: np.ndarr
 
 
 def kernel_spread(k: np.ndarray) -> float:
-    """RMS distance of ``k``'s mass from its centroid, px (a delta: 0)."""
-    k = np.asarray(k, dtype=np.float64)
-    k = k / k.sum()
-    yy, xx = np.mgrid[:k.shape[0], :k.shape[1]]
-    my, mx = float((k * yy).sum()), float((k * xx).sum())
-    return float(np.sqrt((k * ((yy - my) ** 2 + (xx - mx) ** 2)).sum()))
+    """RMS distance of ``k``'s mass from its centroid, px (a delta: 0): the root of the
+    trace of :func:`blinddps.simulate.kernels.kernel_covariance`."""
+    from ..simulate.kernels import kernel_covariance
+
+    cov = kernel_covariance(np.asarray(k, dtype=np.float64))[0]
+    return float(np.sqrt(max(float(cov[0, 0] + cov[1, 1]), 0.0)))
 
 
 def select_kernel(energies: dict[str, float], spreads: dict[str, float], default: str,

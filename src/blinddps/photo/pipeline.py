@@ -234,8 +234,9 @@ def deblur_photo(y: torch.Tensor | np.ndarray, settings: PhotoSettings | None = 
     )
 
 
-def _check_restoration(y01: np.ndarray, work: np.ndarray, est: KernelEstimate, k: np.ndarray, x: np.ndarray, out01: np.ndarray,
-                       restore: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], limit: float):
+def _check_restoration(y01: np.ndarray, work: np.ndarray, est: KernelEstimate, k: np.ndarray, x: np.ndarray,
+                       out01: np.ndarray, restore: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                       limit: float):
     """The restoration's check (:func:`saturation_gain` at most ``limit``; ``y01`` the
     recorded values, ``work`` the same in the restoration's light). When it
     fails: the other candidate kernels (lowest energy first, collapsed ones never),
@@ -245,9 +246,9 @@ def _check_restoration(y01: np.ndarray, work: np.ndarray, est: KernelEstimate, k
     gain = saturation_gain(y01, out01)
     if gain <= limit:
         return k, x, out01, None
-    record: dict[str, Any] = {"limit": limit, "saturation_gain": {(est.choice or {}).get("chosen", "kernel"): gain}}
-    ch = est.choice or {}
-    energies = ch.get("energies", {})  # none with a single candidate
+    ch = est.choice or {}  # empty with a single candidate
+    record: dict[str, Any] = {"limit": limit, "saturation_gain": {ch.get("chosen", "kernel"): gain}}
+    energies = ch.get("energies", {})
     others = [n for n in sorted(energies, key=energies.get)
               if n != ch.get("chosen") and n not in ch.get("collapsed", [])]
     for name in others:
